@@ -1,0 +1,59 @@
+"""`CompactCNN1d`: the project's reference network, built only from ops every later stage supports.
+
+Layout (for widths (w1, ..., wn)): n blocks of Conv1d(k, same padding, no bias) -> BatchNorm1d -> ReLU,
+each but the last followed by MaxPool1d(2); then global average pool, dropout and one Linear.
+Only Conv1d, BatchNorm1d, ReLU, MaxPool1d, AdaptiveAvgPool1d(1), Flatten, Dropout and Linear appear,
+in one `nn.Sequential`, so that flattening, pruning and int8 conversion can walk it as a list.
+"""
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import nn
+
+
+@dataclass(frozen=True)
+class CNNConfig:
+    in_channels: int = 6
+    n_classes: int = 5
+    widths: tuple[int, ...] = (32, 48, 64)
+    kernel_size: int = 5
+    dropout: float = 0.3
+
+    def to_json(self) -> str:
+        return json.dumps(asdict(self), sort_keys=True)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "CNNConfig":
+        d = dict(d)
+        d["widths"] = tuple(d["widths"])
+        return cls(**d)
+
+
+class CompactCNN1d(nn.Sequential):
+    def __init__(self, cfg: CNNConfig):
+        layers: list[nn.Module] = []
+        c_in = cfg.in_channels
+        for i, width in enumerate(cfg.widths):
+            layers += [nn.Conv1d(c_in, width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False),
+                       nn.BatchNorm1d(width), nn.ReLU()]
+            if i < len(cfg.widths) - 1:
+                layers.append(nn.MaxPool1d(2))
+            c_in = width
+        layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.n_classes)]
+        super().__init__(*layers)
+        self.config = cfg
+
+
+def param_count(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
+
+
+def predict_logits(model: nn.Module, x, batch_size: int = 1024) -> "torch.Tensor":
+    """Eval-mode, no-grad logits for a float32 array/tensor (N, C, T)."""
+    model.eval()
+    x = torch.as_tensor(x)
+    with torch.inference_mode():
+        return torch.cat([model(x[i:i + batch_size]) for i in range(0, len(x), batch_size)])

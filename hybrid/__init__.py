@@ -1,0 +1,1 @@
+"""The hybrid pipeline that composes model-centric and system-level steps (`python -m hybrid.run`)."""

@@ -1,0 +1,1 @@
+"""Model-centric optimisations: int8 quantization, structured pruning, PCA, contrastive encoding, cascades."""

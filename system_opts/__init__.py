@@ -1,0 +1,1 @@
+"""System-level optimisations: flattened execution plan, planned static arena, lazy weight loading."""
