@@ -54,10 +54,14 @@ def find_files(root: Path, sensor: str = "accel", device: str = "phone") -> list
     candidates = [base / f"{device}_{sensor}", base / "raw" / device / sensor]
     for folder in candidates:
         if folder.is_dir():
-            files = [p for p in folder.iterdir()
-                     if (m := _FILE_RE.match(p.name)) and m.group(2) == sensor and m.group(3) == device]
-            if files:
-                return sorted(files, key=lambda p: int(_FILE_RE.match(p.name).group(1)))
+            by_subject: dict[int, Path] = {}
+            # plain text sorts before .gz/.xz, so a decompressed copy wins over its archive
+            for p in sorted(folder.iterdir(), key=lambda p: (len(p.name), p.name)):
+                m = _FILE_RE.match(p.name)
+                if m and m.group(2) == sensor and m.group(3) == device:
+                    by_subject.setdefault(int(m.group(1)), p)
+            if by_subject:
+                return [by_subject[k] for k in sorted(by_subject)]
     raise DataNotFoundError(f"no WISDM-2019 {device} {sensor} files (data_<id>_{sensor}_{device}.txt[.xz]) "
                             f"in {candidates[0]}")
 
