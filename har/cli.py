@@ -19,6 +19,16 @@ def parser(prog: str, description: str) -> argparse.ArgumentParser:
     return _Parser(prog=prog, description=description)
 
 
+def run_cli(build: Callable[[], argparse.ArgumentParser], body: Callable[[argparse.Namespace], int],
+            argv: list[str] | None) -> int:
+    """Parse `argv` and run `body(args)`; every user error becomes exit code 2 and one stderr line."""
+    try:
+        args = build().parse_args(argv)
+    except SystemExit as exc:  # argparse: --help (0) or a bad option (2, already printed)
+        return int(exc.code or 0)
+    return run_main(lambda: body(args))
+
+
 def run_main(body: Callable[[], int]) -> int:
     try:
         return body()

@@ -24,7 +24,7 @@ from har.evaluate import Scores, score
 from har.features import window_stats
 from har.model import CNNConfig, CompactCNN1d, param_count, predict_logits
 from har.splits import Fold, random_kfold, subject_kfold
-from har.training import TrainConfig, fit
+from har.training import TrainConfig, fit, seed_everything
 from har.windows import Normalizer, WindowConfig, Windows, make_windows, to_channels
 
 
@@ -69,6 +69,7 @@ def make_folds(users: np.ndarray, cfg: RunConfig) -> list[Fold]:
 def train_fold_cnn(win: Windows, fold: Fold, cfg: RunConfig, progress: bool = True
                    ) -> tuple[CompactCNN1d, Normalizer]:
     norm = Normalizer.fit(win.x[fold.train_idx])
+    seed_everything(cfg.seed + fold.index)  # weight init draws from the global generator
     model = CompactCNN1d(CNNConfig(in_channels=win.config.n_channels, n_classes=len(win.classes),
                                    widths=cfg.model_widths))
     train_cfg = replace(cfg.train, seed=cfg.seed + fold.index, axis_flips=win.config.channels == "raw")
@@ -117,7 +118,7 @@ def run_features(table, cfg: RunConfig, progress: bool = True) -> tuple[dict[str
         x = imp.transform(table.features).astype(np.float32)
         mu, sd = x[fold.train_idx].mean(0), x[fold.train_idx].std(0) + 1e-6
         x = (x - mu) / sd
-        torch.manual_seed(cfg.seed + fold.index)
+        seed_everything(cfg.seed + fold.index)
         net = nn.Sequential(nn.Linear(x.shape[1], 64), nn.ReLU(), nn.Dropout(0.2), nn.Linear(64, k))
         tcfg = replace(cfg.train, seed=cfg.seed + fold.index, scale_aug=0.0, jitter_aug=0.0, axis_flips=False)
         net, _ = fit(net, x[fold.train_idx], table.label[fold.train_idx].astype(np.int64), x[fold.val_idx],

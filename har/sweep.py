@@ -10,7 +10,7 @@ import json
 from pathlib import Path
 
 from har import datasets
-from har.cli import parser, run_main
+from har.cli import parser, run_cli
 from har.experiment import RunConfig, run_windows, windows_for
 from har.paths import atomic_write_text, data_root
 from har.training import bound_threads
@@ -18,14 +18,17 @@ from har.windows import WindowConfig
 
 
 def main(argv: list[str] | None = None) -> int:
+    return run_cli(_parser, _run, argv)
+
+
+def _parser():
     p = parser("har.sweep", "Window length x channel set sweep (subject 4-fold).")
     p.add_argument("--data-dir", default=None)
     p.add_argument("--out", default="reports/sweep")
     p.add_argument("--lengths", default="40,80,200")
     p.add_argument("--channels", default="raw,robust,robust_tilt")
     p.add_argument("--quick", action="store_true")
-    args = p.parse_args(argv)
-    return run_main(lambda: _run(args))
+    return p
 
 
 def _run(args) -> int:

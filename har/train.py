@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from har import datasets
-from har.cli import parser, run_main, versions
+from har.cli import parser, run_cli, versions
 from har.experiment import RunConfig, run_features, run_windows, windows_for
 from har.paths import atomic_write_text, data_root
 from har.plots import confusion_png
@@ -40,8 +40,7 @@ def build_parser():
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    return run_main(lambda: _run(args))
+    return run_cli(build_parser, _run, argv)
 
 
 def _run(args) -> int:
