@@ -39,7 +39,7 @@ class RunConfig:
     rf_trees: int = 300
 
     def quick(self) -> "RunConfig":
-        return replace(self, train=replace(self.train, epochs=8, patience=4), rf_trees=60)
+        return replace(self, train=replace(self.train, epochs=6, patience=3), rf_trees=60)
 
 
 @dataclass
@@ -69,9 +69,8 @@ def make_folds(users: np.ndarray, cfg: RunConfig) -> list[Fold]:
 def train_fold_cnn(win: Windows, fold: Fold, cfg: RunConfig, progress: bool = True
                    ) -> tuple[CompactCNN1d, Normalizer]:
     norm = Normalizer.fit(win.x[fold.train_idx])
-    seed_everything(cfg.seed + fold.index)  # weight init draws from the global generator
     model = CompactCNN1d(CNNConfig(in_channels=win.config.n_channels, n_classes=len(win.classes),
-                                   widths=cfg.model_widths))
+                                   widths=cfg.model_widths), seed=cfg.seed + fold.index)
     train_cfg = replace(cfg.train, seed=cfg.seed + fold.index, axis_flips=win.config.channels == "raw")
     model, _ = fit(model, norm(win.x[fold.train_idx]), win.y[fold.train_idx], norm(win.x[fold.val_idx]),
                    win.y[fold.val_idx], train_cfg, desc=f"cnn fold {fold.index}", progress=progress)

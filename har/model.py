@@ -33,7 +33,19 @@ class CNNConfig:
 
 
 class CompactCNN1d(nn.Sequential):
-    def __init__(self, cfg: CNNConfig):
+    """With `seed`, weight initialisation draws from its own generator state (the global one is
+    restored afterwards), so the same seed gives the same initial weights whatever ran before."""
+
+    def __init__(self, cfg: CNNConfig, seed: int | None = None):
+        with torch.random.fork_rng(devices=[], enabled=seed is not None):
+            if seed is not None:
+                torch.manual_seed(seed)
+            layers = self._layers(cfg)
+        super().__init__(*layers)
+        self.config = cfg
+
+    @staticmethod
+    def _layers(cfg: CNNConfig) -> list[nn.Module]:
         layers: list[nn.Module] = []
         c_in = cfg.in_channels
         for i, width in enumerate(cfg.widths):
@@ -43,8 +55,7 @@ class CompactCNN1d(nn.Sequential):
                 layers.append(nn.MaxPool1d(2))
             c_in = width
         layers += [nn.AdaptiveAvgPool1d(1), nn.Flatten(), nn.Dropout(cfg.dropout), nn.Linear(c_in, cfg.n_classes)]
-        super().__init__(*layers)
-        self.config = cfg
+        return layers
 
 
 def param_count(model: nn.Module) -> int:

@@ -69,7 +69,7 @@ def trained(locomotion, fold0) -> Trained:
     """A small CompactCNN1d (widths 16, 24, 32) trained 4 epochs on fold 0's training users (~5 s)."""
     bound_threads()
     norm = Normalizer.fit(locomotion.x[fold0.train_idx])
-    model = CompactCNN1d(CNNConfig(in_channels=locomotion.config.n_channels, n_classes=5, widths=(16, 24, 32)))
+    model = CompactCNN1d(CNNConfig(in_channels=locomotion.config.n_channels, n_classes=5, widths=(16, 24, 32)), seed=0)
     model, _ = fit(model, norm(locomotion.x[fold0.train_idx]), locomotion.y[fold0.train_idx],
                    norm(locomotion.x[fold0.val_idx]), locomotion.y[fold0.val_idx],
                    TrainConfig(epochs=4, patience=4, seed=0), progress=False)

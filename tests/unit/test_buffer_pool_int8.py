@@ -1,0 +1,236 @@
+"""Int8 static-pool session: bit-exact with the integer reference, no heap allocation per inference, honest
+device arena; its artifacts for `measure`."""
+import numpy as np
+import pytest
+from numpy.lib.stride_tricks import sliding_window_view
+from threadpoolctl import threadpool_limits
+
+from har.errors import BadDataError, BadOptionError
+from har.measure import InferenceArtifact, MeasureConfig, measure, profile
+from model_opts.quant import intref, ptq
+from model_opts.quant.fixedpoint import multiply_by_quantized_multiplier, quantize_multipliers
+from model_opts.quant.intref import Conv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program, LinearInt8, MaxPool1dInt8
+from system_opts import artifacts, buffer_pool, buffer_pool_int8, flatten, flatten_int8, lazy_weights
+
+STATIC = artifacts.SystemOptsConfig(static_pool=True)
+LAZY = artifacts.SystemOptsConfig(static_pool=True, lazy_weights=True)
+
+
+@pytest.fixture(scope="module")
+def int8(trained):
+    return ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold)
+
+
+@pytest.fixture(scope="module")
+def session(int8):
+    return buffer_pool_int8.apply(int8)
+
+
+def test_session_is_bit_exact_with_the_integer_reference_on_every_test_window(trained, int8, session):
+    x = trained.x_test
+    ref = intref.run(int8.program, x)
+    assert np.array_equal(session.predict_int8(x), ref)
+    assert np.array_equal(session.predict(x), intref.dequantize_output(int8.program, ref))
+    logits_only = buffer_pool_int8.apply(flatten_int8.apply(int8, flatten_int8.FlattenInt8Config(False)))
+    out = logits_only.predict(x[:200])
+    assert out.dtype == np.int8 and np.array_equal(out, ref[:200])
+
+
+def _layer(rng, q, zp_in, c_out, k=0, pad=0, relu=False):
+    """A conv (k > 0) or linear (k == 0) whose requantisation spreads its outputs over int8 on `q`, with
+    corner-case channels: 0 bias INT32_MAX (acc + bias wraps in int32), 1 multiplier 0, 2 shift -31,
+    3 a single unit tap with a real multiplier 3 (left shift 2), 4 multiplier 2^20 (saturating left shift)."""
+    c_in = q.shape[1]
+    w = rng.integers(-127, 128, (c_out, c_in, max(k, 1))).astype(np.int8)
+    w[3] = 0
+    w[3, 0, max(k, 1) // 2] = 1
+    bias = rng.integers(-5000, 5000, c_out).astype(np.int32)
+    bias[3] = 0
+    xs = q.astype(np.float64) - zp_in
+    if k:
+        cols = sliding_window_view(np.pad(xs, ((0, 0), (0, 0), (pad, pad))), k, axis=2)
+        acc = np.einsum("nctk,ock->not", cols, w.astype(np.float64)) + bias[None, :, None]
+    else:
+        acc = xs @ w[:, :, 0].T.astype(np.float64) + bias
+    real = 100.0 / np.maximum(np.abs(acc).max(axis=tuple(i for i in range(acc.ndim) if i != 1)), 1.0)
+    real[3], real[4] = 3.0, 2.0 ** 20
+    mult, shift = quantize_multipliers(real)
+    bias[0] = np.iinfo(np.int32).max
+    mult[1], shift[1], shift[2] = 0, 0, -31
+    zp_out = int(rng.integers(-20, 20))
+    common = (bias, mult, shift)
+    if k:
+        op = Conv1dInt8(w, *common, pad, zp_in, zp_out, zp_out if relu else -128)
+        return op, intref.conv1d_int8(op, q)
+    op = LinearInt8(w[:, :, 0], *common, zp_in, zp_out, zp_out if relu else -128)
+    return op, intref.linear_int8(op, q)
+
+
+def _program(rng, convs, pool, length=23, c_in=3):
+    """Input quantizer, convs (c_out, k, pad) with a max pool of width `pool` after the first, global
+    pool, linear + ReLU, linear; each layer calibrated on 300 random windows."""
+    iq = InputQuant(rng.uniform(0.5, 20, c_in).astype(np.float32), rng.uniform(-50, 50, c_in).astype(np.float32),
+                    0.1, 0)
+    x = rng.normal(0, 5, (300, c_in, length)).astype(np.float32)
+    h = intref.quantize_input(Int8Program(iq, (), 1.0, 0, c_in, length), x)
+    zp, ops = 0, []
+    for i, (c_out, k, pad) in enumerate(convs):
+        op, h = _layer(rng, h, zp, c_out, k, pad, relu=i % 2 == 0)
+        ops.append(op)
+        zp = op.output_zero_point
+        if i == 0 and pool:
+            ops.append(MaxPool1dInt8(pool))
+            h = intref.maxpool1d_int8(ops[-1], h)
+    sums = np.abs(h.astype(np.int64) - zp).sum(axis=2).max()
+    m, sh = quantize_multipliers(np.array([100.0 / max(sums, 1)]))
+    ops.append(GlobalAvgPoolInt8(h.shape[2], int(m[0]), int(sh[0]), zp, 3))
+    h = intref.global_avg_pool_int8(ops[-1], h)
+    op, h = _layer(rng, h, 3, 7, relu=True)
+    ops.append(op)
+    ops.append(_layer(rng, h, op.output_zero_point, 9)[0])
+    return Int8Program(iq, tuple(ops), 0.05, ops[-1].output_zero_point, c_in, length).validate(), x
+
+
+@pytest.mark.parametrize("case", ["pool3-odd-length", "float64-gemm"])
+def test_session_matches_reference_on_adversarial_programs(case):
+    """What the fixture model does not exercise: positive shifts (and their int32 saturation), shift 0 and
+    -31, zero multipliers, int32 wrap of acc + bias, a pool of width 3 over an odd length (remainder rows
+    dropped), conv -> conv, unpadded convs, C_out % 16 in 1..8, K * C_in > 514 (float64 GEMM)."""
+    rng = np.random.default_rng(0)
+    if case == "pool3-odd-length":
+        prog, x = _program(rng, [(9, 3, 1), (17, 5, 2), (24, 1, 0)], pool=3)
+    else:
+        prog, x = _program(rng, [(110, 3, 1), (8, 5, 2)], pool=0)
+    ref = intref.run(prog, x)
+    session = buffer_pool_int8.apply(prog)
+    assert np.array_equal(session.predict_int8(x), ref)
+    assert np.array_equal(session.predict(x), intref.dequantize_output(prog, ref))
+    assert len(np.unique(ref[:, 5:])) > 20  # outputs of normal channels spread over int8
+    assert all(f"{op.name}.left" in session._views for op in session.program.ops
+               if op.kind in ("conv1d_q", "linear_q"))
+    if case == "float64-gemm":
+        assert session._views["op2.conv1d_q.cols"].dtype == np.float64
+
+
+def test_requantisation_formula_matches_fixedpoint():
+    """The session's merged SRDHM + RoundingDivideByPOT (module docstring, step 3) on extreme values."""
+    rng = np.random.default_rng(2)
+    n = 200_000
+    acc = np.concatenate([rng.integers(-(1 << 31), 1 << 31, n), rng.integers(-3000, 3000, n),
+                          [-(1 << 31), (1 << 31) - 1, 0, -1, 1]]).astype(np.int64)
+    mult = rng.integers(1 << 30, 1 << 31, acc.size)
+    mult[:5] = [0, 1 << 30, (1 << 31) - 1, 1 << 30, (1 << 31) - 1]
+    shift = rng.integers(-31, 31, acc.size)
+    ref = multiply_by_quantized_multiplier(acc, mult.astype(np.int32), shift.astype(np.int32)).astype(np.int64)
+    left, e = np.maximum(shift, 0), np.maximum(-shift, 0)
+    x = np.clip(acc << left, -(1 << 31), (1 << 31) - 1) * mult
+    neg = ((x + (1 << 30)) >> 63) & (np.minimum(e, 1) << 31)
+    got = (x + (1 << 30) + (((1 << e) >> 1) << 31) - neg) >> (31 + e)
+    assert np.array_equal(got, ref)
+
+
+def test_no_heap_allocation_per_inference(trained, session, tmp_path, int8):
+    """memray, default mode (system allocator calls): 1,000 windows through the session, zero allocations.
+    With lazy weights the session itself still allocates nothing; the weight store's per-acquire array
+    views do (numpy's dimension storage of `frombuffer(...).reshape`, a few 16-byte blocks per window)."""
+    windows = [np.ascontiguousarray(w) for w in trained.x_test[:1030]]
+    lazy = artifacts.from_int8(int8, LAZY, weight_path=tmp_path / "w.harw")
+    with threadpool_limits(1), lazy.store:  # OpenBLAS's threaded path mallocs per call
+        profiles = []
+        for s, n in ((session, 1000), (lazy.session, 200)):
+            # the first traced call of each function makes CPython build its line table (a malloc > 512 B
+            # for our longest closures): once per process, under tracing only, so trace a few calls first
+            profile(lambda: s.run(windows[0]), repeat=3)
+            it = iter(windows)  # a list iterator never allocates
+            profiles.append(profile(lambda: s.run(next(it)), repeat=n, warmup=20, top_n=50))
+    static, lazy_prof = profiles
+    assert static.n_calls == 1000
+    assert static.n_allocations == 0, static.top_sites
+    assert all(site.location.startswith(lazy_weights.__file__) for site in lazy_prof.top_sites), lazy_prof.top_sites
+    assert lazy_prof.allocated_bytes_per_call <= 128
+
+
+def test_device_arena_plan_and_in_place_pools(trained, int8, session):
+    session.plan.check()
+    session.host_plan.check()
+    assert session.arena_bytes() == session.plan.arena_bytes == session.arena.nbytes
+    assert session.plan.lower_bound_bytes <= session.arena_bytes() <= 1.05 * session.plan.lower_bound_bytes
+    assert session.arena.ctypes.data % 64 == 0
+    for spec, planned in zip(session.buffers, session.plan.buffers):
+        assert session._views[spec.name].ctypes.data - session.arena.ctypes.data == planned.offset_bytes
+    lives = session.tensor_lifetimes()
+    kinds = {op.kind for op in session.program.ops}
+    assert {"conv1d_q", "maxpool1d"} <= kinds
+    assert sum(b.dtype == "float32" for b in session.buffers) == 2  # the window and the scores, nothing else
+    for life, spec in zip(lives, session.buffers):
+        assert life.size_bytes == spec.rows * spec.cols * np.dtype(spec.dtype).itemsize
+    # a pool writes over its conv output: it has no buffer of its own
+    assert not any(".maxpool1d" in b.name for b in session.buffers)
+    for op in session.program.ops:
+        if op.kind == "maxpool1d":
+            assert np.shares_memory(session._data(op.output), session._data(op.input))
+    linear = buffer_pool_int8.apply(int8, buffer_pool_int8.Int8PoolConfig(planner="linear"))
+    assert linear.arena_bytes() == session.plan.naive_bytes > session.arena_bytes()
+    assert np.array_equal(linear.predict_int8(trained.x_test[:50]), session.predict_int8(trained.x_test[:50]))
+    fp32 = buffer_pool.apply(flatten.apply(trained.model, trained.normalizer, trained.x_test.shape[1:]))
+    assert session.arena_bytes() < 0.75 * fp32.plan.arena_bytes
+    assert session.host_scratch_bytes == session.host_plan.arena_bytes > session.arena_bytes()
+    assert session.host_constant_bytes > 0
+
+
+def test_run_returns_an_arena_view_and_checks_shapes(trained, session):
+    view = session.run(trained.x_test[0])
+    assert np.shares_memory(view, session.arena) and view.dtype == np.float32
+    first, logits = view.copy(), session.logits.copy()
+    out = np.empty(5, np.float32)
+    assert session.run(trained.x_test[0], out=out) is out and np.array_equal(out, first)
+    assert np.array_equal(session.logits, logits)
+    with pytest.raises(BadDataError):
+        session.run(trained.x_test[0][:, :40])
+    with pytest.raises(BadDataError):
+        session.predict(trained.x_test[:2, :3])
+    with pytest.raises(BadDataError):
+        buffer_pool_int8.apply(flatten.apply(trained.model, trained.normalizer, trained.x_test.shape[1:]))
+
+
+def test_int8_artifacts_store_what_int8_artifact_stores_and_run_exactly(trained, int8, tmp_path):
+    x = trained.x_test[:300]
+    ref = int8.predict(x)
+    reference_arrays = int8.weight_arrays()
+    for cfg in (STATIC, LAZY, artifacts.SystemOptsConfig(), artifacts.SystemOptsConfig(lazy_weights=True)):
+        art = artifacts.from_int8(int8, cfg, weight_path=tmp_path / f"{cfg.int8_name}.harw")
+        assert isinstance(art, InferenceArtifact) and art.name == cfg.int8_name
+        arrays = art.weight_arrays()
+        assert arrays.keys() == reference_arrays.keys()
+        assert all(np.array_equal(arrays[k], reference_arrays[k]) for k in arrays)
+        assert np.array_equal(art.predict(x), ref)
+        assert np.array_equal(art.predict_int8(x), intref.run(int8.program, x))
+        assert art.macs_per_window() == int8.macs_per_window()
+        if cfg.static_pool:
+            assert art.arena_bytes() == art.session.arena_bytes()
+        else:
+            assert art.arena_bytes() is None
+        if cfg.lazy_weights:
+            layer_bytes = flatten_int8.apply(int8).op_weight_bytes()
+            assert art.store.high_water_bytes <= max(layer_bytes) < art.store.total_bytes
+            art.close()
+    assert artifacts.from_int8(int8).name == "int8-static-pool"
+    with pytest.raises(BadOptionError):
+        artifacts.from_int8(int8, LAZY)
+
+
+def test_measure_int8_static_pool_against_fp32_static_pool(trained, int8):
+    x, y = trained.x_test, trained.y_test
+    art = artifacts.from_int8(int8)
+    fp32_art = artifacts.from_program(flatten.apply(trained.model, trained.normalizer, x.shape[1:]), STATIC)
+    with threadpool_limits(1):
+        q = measure(art, x, y, MeasureConfig.quick(throughput_batch=32))
+    f = measure(fp32_art, x, y, MeasureConfig.static_only())
+    ref = measure(int8, x, y, MeasureConfig.static_only())
+    assert q.name == "int8-static-pool"
+    assert q.allocations_per_inference == 0
+    assert (q.weight_bytes, q.param_count, q.macs, q.accuracy) == (ref.weight_bytes, ref.param_count, ref.macs,
+                                                                   ref.accuracy)
+    assert q.activation_bytes_peak <= art.session.plan.lower_bound_bytes == q.arena_bytes  # unaligned vs aligned
+    assert q.arena_bytes == art.session.arena_bytes() < f.arena_bytes
+    assert q.deployable_bytes == q.weight_bytes + q.arena_bytes < 0.5 * f.deployable_bytes
