@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
-	$(PY) -m har.train --dataset wisdm2019 --activities locomotion --out reports/train
+	$(PY) -m hybrid.run --dataset wisdm2019 --activities locomotion --out reports/latest
 
 test: $(STAMP)
 	$(PY) -m pytest -q tests --benchmark-disable
