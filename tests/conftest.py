@@ -66,8 +66,8 @@ class Trained:
 
 @pytest.fixture(scope="session")
 def trained(locomotion, fold0) -> Trained:
-    """A small CompactCNN1d (widths 16, 24, 32) trained 4 epochs on fold 0's training users (~5 s)."""
-    bound_threads()
+    """A small CompactCNN1d (widths 16, 24, 32) trained 4 epochs on fold 0's training users (~6 s)."""
+    bound_threads(1)  # a tiny model: threads buy nothing and OpenMP spin-waits badly on a busy machine
     norm = Normalizer.fit(locomotion.x[fold0.train_idx])
     model = CompactCNN1d(CNNConfig(in_channels=locomotion.config.n_channels, n_classes=5, widths=(16, 24, 32)), seed=0)
     model, _ = fit(model, norm(locomotion.x[fold0.train_idx]), locomotion.y[fold0.train_idx],

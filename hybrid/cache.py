@@ -1,0 +1,51 @@
+"""Stage cache: finished pipeline stages (and baselines) under `<root>/<key>/`, keyed by config hash.
+
+A stage writes its files into `dir(key)` (each file atomically), then `finish(key, meta)` writes
+`stage.json` last: a stage whose `stage.json` exists is complete and is loaded instead of rebuilt, one
+without it (a crash mid-stage) is rebuilt over. Keys are hashes of everything that determines the
+result (baseline identity, fold, seed, step configs: `hybrid.pipeline.stage_key`), so a changed option
+makes a new entry instead of reusing a stale one. The default root is `har.paths.cache_dir() / "hybrid"`.
+Limits: entries are never evicted (delete the folder to reclaim space); the key trusts that library
+versions did not change results in between.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from har.paths import atomic_write_text, cache_dir
+
+DONE_FILE = "stage.json"
+
+
+def default_root() -> Path:
+    return cache_dir() / "hybrid"
+
+
+class StageCache:
+    def __init__(self, root: str | Path | None = None):
+        self.root = Path(root) if root is not None else default_root()
+        self.hits = 0
+        self.misses = 0
+
+    def dir(self, key: str) -> Path:
+        path = self.root / "stages" / key
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def done(self, key: str) -> dict | None:
+        """The stage's metadata when it finished before, else None."""
+        path = self.root / "stages" / key / DONE_FILE
+        if not path.is_file():
+            self.misses += 1
+            return None
+        try:
+            meta = json.loads(path.read_text())
+        except json.JSONDecodeError:
+            self.misses += 1
+            return None  # torn by hand; atomic writes never leave one: rebuild
+        self.hits += 1
+        return meta
+
+    def finish(self, key: str, meta: dict) -> None:
+        atomic_write_text(self.dir(key) / DONE_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")

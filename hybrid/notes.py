@@ -1,0 +1,163 @@
+"""The prose of `report.md`: what was run on which data and split, the protocol, and what each column means.
+
+`render(runner, rows, figures)` returns the markdown; every number in it comes from the summary rows,
+the per-fold rows, the choices recorded while building, or the run's data/baseline facts.
+"""
+from __future__ import annotations
+
+from har.measure.footprint import BYTE_FIELDS
+from hybrid.report import (VOLATILE_COLUMNS, byte_equality, choices_lines, hybrid_checks, results_table)
+
+GLOSSARY = {
+    "deployable bytes": "what a device must hold to run one window: stored weight bytes (every array the artifact "
+                        "needs: weights, biases, BN statistics, normaliser, int8 scales, multipliers and zero "
+                        "points) + the planned arena for artifacts with a static memory plan, or + the activation "
+                        "peak (most bytes of intermediate tensors live at once, batch 1) for those without one.",
+    "arena": "the single preallocated activation buffer of a static-pool artifact, as planned "
+             "(`system_opts.planner`, 16-byte aligned); empty for artifacts that allocate per op.",
+    "heap": "memray's heap high watermark while streaming 1-window predictions (fold 0), after one untracked "
+            "warm-up prediction; memory allocated before (loaded weights, one-off runtime set-up such as ONNX "
+            "Runtime's arena or OpenBLAS's work buffer) is not in it.",
+    "allocs / inference": "system-allocator calls (malloc, calloc, mmap, ...) per 1-window prediction after "
+                          "warm-up, counted by memray (Python's own small-object allocator not traced).",
+    "p50 / p95 ms": "batch-1 latency per window on this machine, one thread, median and 95th percentile.",
+}
+
+
+def _data_lines(runner) -> list[str]:
+    s, d, spec = runner.s, runner.data, runner.spec
+    w = d.windows.config
+    run = spec.run
+    used = ", ".join(str(k) for k in d.fold_indices)
+    lines = [
+        "## What was run", "",
+        f"- **Data**: `{s.dataset}` (phone accelerometer, 20 Hz), activity set `{s.activities}`: "
+        f"{', '.join(d.windows.classes)}; {d.n_samples:,} samples read from {len(d.checksums)} files "
+        f"under `{d.root}` (sha256 of each in `run.json`), {len(d.windows):,} windows of {w.length} samples, "
+        f"step {w.step}, channels `{w.channels}` ({w.n_channels}).",
+        f"- **Split**: subject-independent {len(d.folds)}-fold (`har.splits.subject_kfold`, seed {run.seed}); "
+        f"folds used: {used}. Per fold the test users are never seen by training, calibration or any choice; "
+        "2 validation users (taken from the remaining users) early-stop training and make every choice.",
+        f"- **Baseline**: `CompactCNN1d` widths {tuple(run.model_widths)}, trained per fold as `python -m har.train` "
+        f"does (`har.experiment.train_fold_cnn`, up to {run.train.epochs} epochs, patience {run.train.patience}, "
+        f"{spec.train_threads} torch thread(s)); cached under key `{spec.key()}`.",
+        f"- **Seed** {s.seed}; git commit `{_commit(runner)}`; package versions in `run.json`.",
+    ]
+    if s.quick:
+        lines.append("- **QUICK RUN**: fold 0 only, few epochs everywhere, `MeasureConfig.quick()` (fewer timing "
+                     "repetitions). The numbers are a smoke test, not results; the `split` column says "
+                     "`subject-fold0-quick`.")
+    lines += ["", "| fold | test users | validation users | train / val / test windows | used |", "|---|---|---|---|---|"]
+    for f in d.folds:
+        lines.append(f"| {f.index} | {', '.join(map(str, f.test_users))} | {', '.join(map(str, f.val_users))} | "
+                     f"{len(f.train_idx):,} / {len(f.val_idx):,} / {len(f.test_idx):,} | "
+                     f"{'yes' if f.index in d.fold_indices else 'no'} |")
+    return lines + [""]
+
+
+def _commit(runner) -> str:
+    from hybrid.provenance import git_commit
+    return git_commit()
+
+
+def _protocol_lines(runner) -> list[str]:
+    n = len(runner.data.fold_indices)
+    return [
+        "## Protocol", "",
+        f"- **accuracy, macro-F1**: mean over the {n} fold(s)' test users (± std over folds). Every variant is "
+        "rebuilt per fold from that fold's baseline and training users only.",
+        "- **Choices** (PTQ vs QAT, PCA's k, the cascade threshold) are made per fold on the validation users, never "
+        "on test users (listed below). The pruning ratio 0.7 was fixed in advance from the byte budget "
+        "(bytes depend on the architecture only), not tuned on any users.",
+        "- **bytes, MACs, arena, heap, allocations, latency**: `har.measure.measure` on fold 0's artifact and "
+        "fold 0's test windows, single-threaded (`torch.set_num_threads(1)`, threadpoolctl BLAS limit 1, "
+        "ONNX Runtime 1 intra-op thread). Other folds are measured for bytes and accuracy only.",
+        f"- **Volatile columns**: {', '.join(f'`{c}`' for c in VOLATILE_COLUMNS)} change from run to run (timing on "
+        "a shared machine; memray's heap peak and allocation counts of artifacts that allocate, through torch's, "
+        "ONNX Runtime's and numpy's caches: a zero-allocation artifact stays at 0); every other column of "
+        "`summary.csv` is identical for the same seed and data.",
+        "",
+    ] + [f"- **{k}**: {v}" for k, v in GLOSSARY.items()] + [""]
+
+
+def _budget_lines(budget: dict | None) -> list[str]:
+    if not budget:
+        return []
+    lines = ["## Budget search", "", f"**{budget['line']}**", "", budget["protocol"], "",
+             "| widths | ratio | method | pruned widths | deployable B | fits | val acc | test acc |",
+             "|---|---|---|---|---|---|---|---|"]
+    for r in budget["rows"]:
+        va = "-" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f} %"
+        te = "-" if r.get("test_accuracy") is None else f"{100 * r['test_accuracy']:.2f} %"
+        lines.append(f"| {tuple(r['widths'])} | {r['ratio']:g} | {r['method']} | {tuple(r['pruned_widths'])} | "
+                     f"{r['deployable_bytes']:,} | {'yes' if r['fits'] else 'no'} | {va} | {te} |")
+    return lines + ["", "Full table: `budget.csv`.", ""]
+
+
+def _reading_lines(rows: list[dict]) -> list[str]:
+    names = {r["variant"] for r in rows}
+    out = ["### Reading the table", ""]
+    if {"model-all", "hybrid"} <= names:
+        out.append("- **model-all vs hybrid**: the same int8 program per fold (same accuracy). model-all runs the numpy "
+                   "integer reference, which has no memory plan: its deployable bytes add the logical activation peak "
+                   "(int8 tensors and the float input) and leave out the int32 accumulators and conv halo rows a real "
+                   "int8 kernel needs. The hybrid's planned arena includes them, so it is the figure to hold against "
+                   "a device, and it runs with 0 heap allocations.")
+    if {"hybrid", "static-pool", "system-all"} <= names:
+        by = {r["variant"]: r for r in rows}
+        slow = float(by["system-all"]["latency_ms_p50"] or 0) / float(by["static-pool"]["latency_ms_p50"] or 1)
+        out.append(f"- **hybrid without lazy weights**: a lazy weight file changes no deployable byte (stored weights "
+                   f"count either way) and made the static pool {slow:.1f}x slower here (system-all vs static-pool), "
+                   "so the hybrid keeps its int8 weights resident.")
+    if "cascade" in names:
+        out.append("- **cascade**: bytes and MACs are its worst case (both stages stored and run); stage 2 stays in "
+                   "the lazily loaded weight file between uses. Two differently trained networks decide, so its "
+                   "accuracy may exceed the baseline's.")
+    if names & {"int8", "model-all"}:
+        out.append("- **int8 / model-all latency** is that of the vectorised numpy reference (`model_opts.quant.intref`) "
+                   "called on one window: a specification, not a runtime; the hybrid runs the same program in "
+                   "`system_opts`' int8 session. The session's per-window time is mostly per-call numpy overhead "
+                   "(one call per elementwise requantisation step, see `system_opts.buffer_pool_int8`), not arithmetic.")
+    if names & {"ort-fp32", "ort-int8"}:
+        out.append("- **ONNX Runtime peers**: ORT plans memory internally and does not report the plan, so their "
+                   "deployable bytes use the stored graph's activation peak; their heap includes ORT's own arena.")
+    return out + [""]
+
+
+def render(runner, rows: list[dict], figures: list[str]) -> str:
+    s = runner.s
+    lines = ["# Hybrid: model-centric and system-level memory optimisations, alone and combined", "",
+             f"Produced by `python -m hybrid.run` (settings in `run.json`). Tables: `summary.csv` (one row per variant), "
+             "`folds.csv` (per fold: accuracy and every byte field). Memory profiles: `flamegraphs/<variant>.html` "
+             "(memray, fold 0).", ""]
+    lines += _data_lines(runner) + _protocol_lines(runner)
+    lines += _budget_lines(runner.state.budget)
+    if rows:
+        lines += ["## Results", ""] + results_table(rows) + [""]
+        checks = hybrid_checks(rows)
+        if checks:
+            lines += ["### The `hybrid` row against its targets", "", "| target | met | measured |", "|---|---|---|"]
+            lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in checks] + [""]
+        lines += _reading_lines(rows)
+        lines += ["## Plots", ""] + [f"![{f}]({f})" for f in figures] + [
+            "", "Anchors on the first plot are published claims under other protocols (4 classes and a leaky random "
+            "split for the STM32 model zoo; protocol unstated for seed 001's \"0.08 MB\", whose 93.7 % is a best "
+            "accuracy): they mark where claims sit, they are not comparable results.", ""]
+    lines += ["## Variants", "", "| variant | family | what it is | pipeline steps |", "|---|---|---|---|"]
+    for name, cfg in runner.configs.items():
+        steps = " -> ".join(st.kind for st in cfg.steps) or "(none)"
+        lines.append(f"| {name} | {cfg.family} | {cfg.description} | {steps} |")
+    lines += ["", "Full step configs of every variant are in `run.json` (`variants`).", ""]
+    ch = choices_lines(runner.state.choices)
+    if ch:
+        lines += ["## Choices made on validation users", ""] + ch + [""]
+    equal, differ, free = byte_equality(runner.state.fold_rows, runner.configs)
+    if equal or differ or free:
+        lines += ["## Byte fields across folds", "",
+                  f"Fields compared: {', '.join(BYTE_FIELDS)} (`folds.csv`).", "",
+                  f"- fixed-architecture variants with identical byte fields in every fold: {', '.join(equal) or 'none'}",
+                  f"- fixed-architecture variants whose byte fields differ: {', '.join(differ) or 'none'}",
+                  f"- variants whose architecture is chosen per fold: {', '.join(free) or 'none'}", ""]
+    if s.flamegraphs and rows:
+        lines += ["## Memory profiles", ""] + [f"- [{r['variant']}](flamegraphs/{r['variant']}.html)" for r in rows]
+    return "\n".join(lines) + "\n"

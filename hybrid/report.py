@@ -1,0 +1,160 @@
+"""Outputs of the hybrid run: `summary.csv`, `folds.csv` and `report.md` with its three plots.
+
+`summary_row` turns one variant's per-fold `Footprint`s into a row: accuracy and macro-F1 are means over
+the folds' test users (std over folds alongside); every byte, MAC, heap, allocation and latency column is
+fold 0's measurement (`hybrid.measuring`). `VOLATILE_COLUMNS` are those that change between two runs with
+the same seed (timing; see the report's notes); every other column is reproducible.
+`write_report(runner)` renders the plots and the markdown from the rows and `run.json`-level facts.
+"""
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+import numpy as np
+
+from har.measure.footprint import BYTE_FIELDS, Footprint
+from har.paths import atomic_write_text
+
+SUMMARY_COLUMNS = ("variant", "family", "accuracy", "accuracy_std", "macro_f1", "weight_bytes", "arena_bytes",
+                   "deployable_bytes", "activation_bytes_peak", "param_count", "macs", "peak_heap_bytes",
+                   "allocations_per_inference", "allocated_bytes_per_inference", "latency_ms_p50", "latency_ms_p95",
+                   "throughput_windows_per_s", "split", "n_folds", "accuracy_per_fold")
+# measured to vary between two runs with the same seed on the same machine: timing, and memray's heap
+# figures of artifacts that allocate (torch, ONNX Runtime and numpy caches; a zero-allocation artifact stays 0)
+VOLATILE_COLUMNS = ("peak_heap_bytes", "allocations_per_inference", "allocated_bytes_per_inference",
+                    "latency_ms_p50", "latency_ms_p95", "throughput_windows_per_s")
+FOLD_COLUMNS = ("variant", "fold", "test_users", "val_users", "accuracy", "macro_f1", "n_eval_windows", *BYTE_FIELDS)
+TARGET_BYTES, GOAL_BYTES = 8 * 1024, 4 * 1024
+
+
+def summary_row(name: str, cfg, fps: list[Footprint], split: str) -> dict:
+    f0 = fps[0]
+    acc = [fp.accuracy for fp in fps]
+    return {"variant": name, "family": cfg.family, "accuracy": float(np.mean(acc)), "accuracy_std": float(np.std(acc)),
+            "macro_f1": float(np.mean([fp.macro_f1 for fp in fps])),
+            **{c: getattr(f0, c) for c in SUMMARY_COLUMNS if hasattr(f0, c) and c not in ("accuracy", "macro_f1")},
+            "split": split, "n_folds": len(fps), "accuracy_per_fold": " ".join(f"{a:.4f}" for a in acc)}
+
+
+def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(columns)
+    for r in rows:
+        w.writerow(["" if r.get(c) is None else r.get(c) for c in columns])
+    return buf.getvalue()
+
+
+def summary_csv(rows: list[dict]) -> str:
+    return _csv(rows, SUMMARY_COLUMNS)
+
+
+def folds_csv(rows: list[dict]) -> str:
+    return _csv(rows, FOLD_COLUMNS)
+
+
+def read_summary(path: str | Path) -> list[dict]:
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+# -- markdown --------------------------------------------------------------------------------------------
+
+def _kib(v) -> str:
+    return "-" if v in (None, "") else f"{float(v) / 1024:,.2f}"
+
+
+def _num(v, fmt: str) -> str:
+    return "-" if v in (None, "") else fmt.format(float(v))
+
+
+def results_table(rows: list[dict]) -> list[str]:
+    head = ("variant", "accuracy (mean ± std)", "macro-F1", "weights KiB", "arena KiB", "deployable KiB",
+            "heap KiB", "allocs / inference", "p50 ms", "p95 ms", "MACs")
+    out = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    for r in rows:
+        out.append(f"| {r['variant']} | {100 * r['accuracy']:.2f} % ± {100 * r['accuracy_std']:.2f} | "
+                   f"{r['macro_f1']:.4f} | {_kib(r['weight_bytes'])} | {_kib(r['arena_bytes'])} | "
+                   f"{_kib(r['deployable_bytes'])} | {_kib(r['peak_heap_bytes'])} | "
+                   f"{_num(r['allocations_per_inference'], '{:.1f}')} | {_num(r['latency_ms_p50'], '{:.4f}')} | "
+                   f"{_num(r['latency_ms_p95'], '{:.4f}')} | {int(r['macs']):,} |")
+    return out
+
+
+def hybrid_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
+    by = {r["variant"]: r for r in rows}
+    if "hybrid" not in by or "baseline" not in by:
+        return []
+    h, b = by["hybrid"], by["baseline"]
+    d_pp = 100 * (h["accuracy"] - b["accuracy"])
+    speedup = (b["latency_ms_p50"] / h["latency_ms_p50"]) if h["latency_ms_p50"] and b["latency_ms_p50"] else None
+    return [
+        ("deployable bytes <= 8 KiB (goal 4 KiB)", h["deployable_bytes"] <= TARGET_BYTES,
+         f"{h['deployable_bytes']:,} B = {h['deployable_bytes'] / 1024:.2f} KiB "
+         f"({'within' if h['deployable_bytes'] <= GOAL_BYTES else 'above'} the 4 KiB goal)"),
+        ("accuracy >= baseline - 1.5 pp", d_pp >= -1.5, f"{100 * h['accuracy']:.2f} % vs {100 * b['accuracy']:.2f} % "
+                                                        f"({d_pp:+.2f} pp)"),
+        ("0 heap allocations per inference", h["allocations_per_inference"] == 0,
+         f"{h['allocations_per_inference']} (memray, system allocator)"),
+        ("p50 latency >= 3x better than baseline", speedup is not None and speedup >= 3,
+         "not timed" if speedup is None else f"{h['latency_ms_p50'] * 1000:.1f} us vs {b['latency_ms_p50'] * 1000:.1f} us "
+                                             f"= {speedup:.2f}x"),
+    ]
+
+
+def _choice_text(kind: str, c: dict) -> str:
+    if kind == "quantize":
+        return f"{c['method'].upper()} (val acc " + ", ".join(f"{m} {v:.3f}" for m, v in c["val_accuracy"].items()) + ")"
+    if kind == "pca":
+        return f"k={c['k']} (val acc " + ", ".join(f"k{k} {v:.3f}" for k, v in c["val_accuracy"].items()) + ")"
+    if kind == "cascade":
+        return (f"threshold {c['threshold']:g}: val acc {c['val_accuracy']:.3f} vs stage 2 alone "
+                f"{c['stage2_alone_val_accuracy']:.3f}, {100 * c['val_stage2_fraction']:.1f} % of windows to stage 2")
+    if kind == "prune":
+        return f"widths {tuple(c['widths'])}"
+    return ""
+
+
+def choices_lines(choices: dict) -> list[str]:
+    out = []
+    for variant, per_fold in choices.items():
+        parts = []
+        for fold, kinds in per_fold.items():
+            texts = [f"{kind}: {_choice_text(kind, c)}" for kind, c in kinds.items() if _choice_text(kind, c)]
+            if texts:
+                parts.append(f"fold {fold}: " + "; ".join(texts))
+        if parts:
+            out.append(f"- **{variant}** — " + " | ".join(parts))
+    return out
+
+
+def byte_equality(fold_rows: list[dict], configs: dict) -> tuple[list[str], list[str], list[str]]:
+    """(fixed-architecture variants with equal byte fields across folds, those that differ, the free ones)."""
+    equal, differ, free = [], [], []
+    for name, cfg in configs.items():
+        rows = [r for r in fold_rows if r["variant"] == name]
+        if len(rows) < 2:
+            continue
+        same = all(all(r[f] == rows[0][f] for f in BYTE_FIELDS) for r in rows)
+        if not cfg.fixed_architecture:
+            free.append(f"{name} ({'equal' if same else 'differ'})")
+        else:
+            (equal if same else differ).append(name)
+    return equal, differ, free
+
+
+def write_report(runner) -> Path:
+    from hybrid import notes, plots
+    out, rows, s = runner.out, runner.state.rows, runner.s
+    d = runner.data
+    split = rows[0]["split"] if rows else ""
+    title = f"{s.dataset}/{s.activities}, {split}, seed {s.seed}"
+    figs = []
+    if rows:
+        figs = [plots.accuracy_vs_bytes(rows, f"Accuracy vs deployable bytes ({title})", out / "accuracy_vs_bytes.png"),
+                plots.memory_breakdown(rows, f"Memory per variant, fold 0 ({title})", out / "memory_breakdown.png"),
+                plots.latency(rows, f"Batch-1 latency, fold 0, 1 thread ({title})", out / "latency.png")]
+    md = notes.render(runner, rows, [f.name for f in figs])
+    return atomic_write_text(out / "report.md", md)

@@ -1,0 +1,94 @@
+"""`python -m hybrid.run`: every technique alone and combined, measured, with report, plots and memray profiles.
+
+Examples:
+    python -m hybrid.run                         # full: 4 subject folds, writes reports/<timestamp>/
+    python -m hybrid.run --quick --out /tmp/q    # smoke run: fold 0, few epochs (about a minute)
+    python -m hybrid.run --budget-kib 4          # most accurate int8 static-pool variant within 4 KiB
+Outputs in `--out`: summary.csv, folds.csv, report.md, accuracy_vs_bytes.png, memory_breakdown.png,
+latency.png, flamegraphs/<variant>.html, run.json (+ budget.csv with --budget-kib). Steps: `hybrid.runner`.
+Bad options, missing data or a failing stage: exit code 2 and one line on stderr; rows of finished
+variants stay in summary.csv, finished stages in the stage cache (a rerun resumes).
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from har import datasets
+from har.cli import parser, run_cli
+from har.errors import BadOptionError
+from hybrid.pipeline import VARIANTS, preset
+
+
+def build_parser():
+    p = parser("hybrid.run", "Every memory technique alone and combined on held-out users: summary.csv, report.md, "
+                             "plots, memray flame graphs.")
+    p.add_argument("--dataset", default=datasets.DEFAULT_DATASET, help="wisdm2019 (default) or wisdm")
+    p.add_argument("--activities", default=datasets.DEFAULT_ACTIVITIES, help="locomotion | all")
+    p.add_argument("--data-dir", default=None, help="data root (else $HAR_DATA_DIR, else ./data)")
+    p.add_argument("--out", default=None, help="output directory (default: reports/<timestamp>/)")
+    p.add_argument("--quick", action="store_true", help="fold 0 only, few epochs, quick measurement: a smoke run")
+    p.add_argument("--budget-kib", type=float, default=None,
+                   help="search widths x prune ratio x PTQ/QAT for the most accurate variant within N KiB "
+                        "(then only the variants named by --variants run)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--variants", default=None,
+                   help=f"'all', 'none' or a comma list of {', '.join(VARIANTS)} (default: all; with --budget-kib: none)")
+    p.add_argument("--threads", type=int, default=1,
+                   help="torch threads for training (default 1: on a shared 2-core machine 2 threads were measured "
+                        "many times slower for the small MLP/CNN trainings here); measuring always uses 1")
+    p.add_argument("--cache-dir", default=None, help="stage cache (default: <project>/.cache/hybrid)")
+    p.add_argument("--no-flamegraphs", action="store_true", help="skip the memray flame graph HTML files")
+    p.add_argument("--no-progress", action="store_true")
+    return p
+
+
+def _variants(flag: str | None, budget: bool) -> tuple[str, ...]:
+    if flag is None:
+        return () if budget else VARIANTS
+    if flag.strip() == "all":
+        return VARIANTS
+    names = tuple(v.strip() for v in flag.split(",") if v.strip() and v.strip() != "none")
+    for n in names:
+        preset(n)  # BadOptionError naming the choices
+    if len(set(names)) != len(names):
+        raise BadOptionError(f"--variants lists a variant twice: {flag}")
+    return names
+
+
+def _run(args) -> int:
+    from hybrid.runner import RunSettings, run
+    if args.budget_kib is not None and not args.budget_kib > 0:
+        raise BadOptionError(f"--budget-kib must be > 0, got {args.budget_kib}")
+    if args.threads < 1:
+        raise BadOptionError(f"--threads must be >= 1, got {args.threads}")
+    variants = _variants(args.variants, args.budget_kib is not None)
+    if not variants and args.budget_kib is None:
+        raise BadOptionError("nothing to run: give --variants or --budget-kib")
+    out = Path(args.out) if args.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
+    t0 = time.perf_counter()
+    settings = RunSettings(out=out, dataset=args.dataset, activities=args.activities, data_dir=args.data_dir,
+                           quick=args.quick, seed=args.seed, variants=variants, budget_kib=args.budget_kib,
+                           threads=args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
+                           progress=not args.no_progress, flamegraphs=not args.no_flamegraphs)
+    import torch
+    threads = torch.get_num_threads()
+    try:
+        runner = run(settings)
+    finally:
+        torch.set_num_threads(threads)  # restored for in-process callers (tests)
+    from hybrid.report import hybrid_checks, results_table
+    if runner.state.rows:
+        print("\n".join(results_table(runner.state.rows)))
+        for target, ok, measured in hybrid_checks(runner.state.rows):
+            print(f"hybrid: {target}: {'met' if ok else 'NOT met'} ({measured})")
+    print(f"-> {out / 'report.md'} ({time.perf_counter() - t0:.0f} s)")
+    return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    return run_cli(build_parser, _run, argv)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

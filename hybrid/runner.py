@@ -1,0 +1,266 @@
+"""The work behind `python -m hybrid.run`: baseline, every variant per fold, measurement, outputs.
+
+Steps of `run(settings)`:
+1. Data: checksum the files the loader reads (`hybrid.provenance`), load the recording, cut the default
+   windows (`har.experiment.windows_for`) and the subject folds (`har.experiment.make_folds`); `--quick`
+   uses fold 0 only.
+2. Baseline: per fold, reuse the cached `har.train`-equivalent CNN or train it (`hybrid.baseline`).
+3. Budget search (`--budget-kib`, `hybrid.budget`), reported first.
+4. Variants, one at a time, each over every fold: build it with its `Pipeline` from that fold's baseline
+   and training users (choices on validation users), then `measure` it on the fold's test users
+   (`hybrid.measuring`: fold 0 with every field + a memray flame graph, other folds bytes and accuracy).
+   After each variant, `summary.csv`, `folds.csv` and `run.json` are rewritten (atomically), so a failure
+   later keeps every finished row; finished stages are in the stage cache, so a rerun resumes.
+5. Plots and `report.md` (`hybrid.report`, `hybrid.plots`).
+Training uses `threads` torch threads; measuring always runs single-threaded.
+A failing stage raises `StageError` (exit 2 via `har.cli`) naming the variant and fold; its traceback is
+written to `error.log` in the output directory.
+"""
+from __future__ import annotations
+
+import json
+import sys
+import time
+import traceback
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from har import datasets
+from har.errors import HarError
+from har.experiment import RunConfig, make_folds, windows_for
+from har.measure.footprint import BYTE_FIELDS, Footprint
+from har.paths import atomic_write_text, data_root
+from har.training import bound_threads
+from hybrid import provenance
+from hybrid.baseline import BaselineSpec, ensure_fold
+from hybrid.cache import StageCache
+from hybrid.execute import FoldContext
+from hybrid.measuring import TIMED_FOLD, measure_config, measure_variant
+from hybrid.pipeline import VARIANTS, Pipeline, PipelineConfig, preset
+from hybrid.report import folds_csv, summary_csv, summary_row
+
+
+class StageError(HarError):
+    """A stage of the run failed; the message names it, `error.log` holds the traceback."""
+
+
+@dataclass(frozen=True)
+class RunSettings:
+    out: Path
+    dataset: str = datasets.DEFAULT_DATASET
+    activities: str = datasets.DEFAULT_ACTIVITIES
+    data_dir: str | None = None
+    quick: bool = False
+    seed: int = 0
+    variants: tuple[str, ...] = VARIANTS
+    budget_kib: float | None = None
+    threads: int = 1
+    cache_dir: Path | None = None
+    progress: bool = True
+    flamegraphs: bool = True
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        return {k: (str(v) if isinstance(v, Path) else v) for k, v in d.items()}
+
+
+@dataclass
+class Data:
+    windows: object
+    raw_xyz: np.ndarray
+    folds: list
+    fold_indices: list[int]
+    checksums: dict[str, str]
+    root: Path
+    n_samples: int
+    rejects: dict
+
+
+@dataclass
+class RunState:
+    rows: list[dict] = field(default_factory=list)
+    fold_rows: list[dict] = field(default_factory=list)
+    choices: dict = field(default_factory=dict)
+    seconds: dict = field(default_factory=dict)
+    budget: dict | None = None
+    footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
+
+
+def split_label(quick: bool, n_folds: int) -> str:
+    return "subject-fold0-quick" if quick else f"subject-{n_folds}fold"
+
+
+def load_data(s: RunSettings, run_cfg: RunConfig, cache: StageCache) -> Data:
+    datasets.check_names(s.dataset, s.activities)
+    root = data_root(s.data_dir)
+    sums = provenance.checksums(provenance.data_files(s.dataset, root), cache.root / "checksums.json")
+    rec = datasets.load_recording(s.dataset, root)
+    keep = datasets.activity_labels(s.dataset, s.activities, rec.activities)
+    win, raw = windows_for(rec, run_cfg.window, keep)
+    folds = make_folds(win.user, run_cfg)
+    return Data(win, raw, folds, [0] if s.quick else [f.index for f in folds], sums, root, rec.n_samples,
+                dict(rec.rejects))
+
+
+class Runner:
+    def __init__(self, settings: RunSettings):
+        self.s = settings
+        self.out = Path(settings.out)
+        self.cache = StageCache(settings.cache_dir)
+        run_cfg = RunConfig(seed=settings.seed)
+        self.run_cfg = run_cfg.quick() if settings.quick else run_cfg
+        self.state = RunState()
+        self.t0 = time.perf_counter()
+        self.configs = {v: (preset(v).quick() if settings.quick else preset(v)) for v in settings.variants}
+        self.data: Data | None = None
+        self.spec: BaselineSpec | None = None
+        self._baselines: dict[int, tuple[Path, object]] = {}
+
+    # -- stages -------------------------------------------------------------------------------------
+    def prepare(self) -> None:
+        with self._stage("data"):
+            self.data = load_data(self.s, self.run_cfg, self.cache)
+        self.spec = BaselineSpec(self.s.dataset, self.s.activities, self.run_cfg,
+                                 provenance.data_digest(self.data.checksums), self.s.threads)
+        self.write_run_json("running")
+        with self._stage("baseline"):
+            bar = tqdm(self.data.fold_indices, desc="baseline folds", disable=not self.s.progress)
+            for k in bar:
+                self.baseline(k)
+
+    def baseline(self, k: int):
+        if k not in self._baselines:
+            bound_threads(self.s.threads)
+            d, saved, _ = ensure_fold(self.spec, self.data.windows, self.data.folds[k], self.cache, self.s.progress)
+            self._baselines[k] = (d, saved)
+        return self._baselines[k]
+
+    def context(self, k: int) -> FoldContext:
+        d, saved = self.baseline(k)
+        return FoldContext(self.data.windows, self.data.folds[k], saved.model, saved.normalizer, d,
+                           self.out / "artifacts" / f"fold{k}", self.s.seed, self.spec.key(), self.data.raw_xyz)
+
+    def variant(self, name: str, cfg: PipelineConfig, bar) -> None:
+        win = self.data.windows
+        fps: dict[int, Footprint] = {}
+        self.state.choices[name] = {}
+        for k in self.data.fold_indices:
+            bar.set_postfix_str(f"{name} fold {k}")
+            try:
+                ctx = self.context(k)
+                bound_threads(self.s.threads)
+                built = Pipeline(cfg).build(ctx, self.cache)
+                try:
+                    flame = self.out / "flamegraphs" / f"{name}.html" if self.s.flamegraphs else None
+                    test = self.data.folds[k].test_idx
+                    fps[k] = measure_variant(built.artifact, win.x[test], win.y[test], k, self.s.quick, flame)
+                finally:
+                    built.close()
+            except Exception as exc:  # noqa: BLE001 -- any failure of a stage: one line out, traceback to a file
+                self._log_error(name, k)
+                msg = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+                raise StageError(f"variant {name}, fold {k} failed: {msg} (traceback in "
+                                 f"{self.out / 'error.log'}; finished rows kept in {self.out / 'summary.csv'})"
+                                 ) from None
+            self.state.choices[name][str(k)] = built.choices
+            bar.update(1)
+        ordered = [fps[k] for k in self.data.fold_indices]
+        self.state.footprints[name] = dict(fps)
+        self.state.rows.append(summary_row(name, cfg, ordered, split_label(self.s.quick, len(self.data.folds))))
+        for k in self.data.fold_indices:
+            f = self.data.folds[k]
+            self.state.fold_rows.append({"variant": name, "fold": k, "test_users": " ".join(map(str, f.test_users)),
+                                         "val_users": " ".join(map(str, f.val_users)), **_static(fps[k])})
+        self.write_tables()
+
+    def variants(self) -> None:
+        total = len(self.configs) * len(self.data.fold_indices)
+        with tqdm(total=total, desc="variants x folds", disable=not self.s.progress) as bar:
+            for name, cfg in self.configs.items():
+                with self._stage(f"variant:{name}"):
+                    self.variant(name, cfg, bar)
+
+    def budget(self) -> None:
+        if self.s.budget_kib is None:
+            return
+        from hybrid.budget import BudgetConfig, search
+        with self._stage("budget"):
+            result = search(BudgetConfig(budget_bytes=int(round(self.s.budget_kib * 1024))), self, self.out)
+        self.state.budget = result
+        print(result["line"], flush=True)
+        self.write_run_json("running")
+
+    def finish(self) -> Path:
+        from hybrid.report import write_report
+        with self._stage("report"):
+            path = write_report(self)
+        self.write_run_json("done")
+        return path
+
+    # -- outputs ------------------------------------------------------------------------------------
+    def write_tables(self) -> None:
+        atomic_write_text(self.out / "summary.csv", summary_csv(self.state.rows))
+        atomic_write_text(self.out / "folds.csv", folds_csv(self.state.fold_rows))
+        self.write_run_json("running")
+
+    def write_run_json(self, status: str) -> None:
+        d = self.data
+        doc = {
+            "status": status, "python": sys.executable,
+            "settings": self.s.to_dict(), "seed": self.s.seed, "quick": self.s.quick,
+            "wall_s": round(time.perf_counter() - self.t0, 1), "stage_seconds": self.state.seconds,
+            "git_commit": provenance.git_commit(), "versions": provenance.versions(),
+            "cache_dir": str(self.cache.root),
+            "baseline": self.spec.to_dict() if self.spec else None,
+            "measure_config": measure_config(self.s.quick).to_dict(),
+            "measure_note": f"fold {TIMED_FOLD}: every field; other folds: MeasureConfig.static_only(); "
+                            "torch.set_num_threads(1) and threadpoolctl limit 1 while measuring",
+            "variants": {n: c.to_dict() for n, c in self.configs.items()},
+            "choices_on_validation_users": self.state.choices, "budget": self.state.budget,
+        }
+        if d is not None:
+            doc["data"] = {"dataset": self.s.dataset, "activities": self.s.activities, "root": str(d.root),
+                           "sha256": d.checksums, "n_samples": d.n_samples, "rejected_records": d.rejects,
+                           "n_windows": len(d.windows), "classes": list(d.windows.classes),
+                           "window": d.windows.config.to_dict()}
+            doc["folds"] = [{"index": f.index, "test_users": list(f.test_users), "val_users": list(f.val_users),
+                             "n_train": len(f.train_idx), "n_val": len(f.val_idx), "n_test": len(f.test_idx),
+                             "used": f.index in d.fold_indices} for f in d.folds]
+        atomic_write_text(self.out / "run.json", json.dumps(doc, indent=2, sort_keys=True, default=str) + "\n")
+
+    def _log_error(self, name: str, k: int) -> None:
+        atomic_write_text(self.out / "error.log", f"variant {name}, fold {k}\n{traceback.format_exc()}")
+
+    class _Timer:
+        def __init__(self, runner: "Runner", name: str):
+            self.runner, self.name = runner, name
+
+        def __enter__(self):
+            self.t = time.perf_counter()
+
+        def __exit__(self, *exc):
+            self.runner.state.seconds[self.name] = round(time.perf_counter() - self.t, 1)
+            return False
+
+    def _stage(self, name: str) -> "_Timer":
+        return Runner._Timer(self, name)
+
+
+def _static(fp: Footprint) -> dict:
+    return {"accuracy": fp.accuracy, "macro_f1": fp.macro_f1, "n_eval_windows": fp.n_eval_windows,
+            **{f: getattr(fp, f) for f in BYTE_FIELDS}}
+
+
+def run(settings: RunSettings) -> Runner:
+    runner = Runner(settings)
+    runner.prepare()
+    runner.budget()
+    runner.variants()
+    runner.finish()
+    return runner
+
+
+__all__ = ["RunSettings", "Runner", "StageError", "run", "split_label"]

@@ -1,0 +1,247 @@
+"""Pipeline steps: one frozen, JSON-serialisable config per technique, and the rules that order them.
+
+Every step belongs to one stage, and a pipeline's steps must follow the stage order
+    input -> prune -> quantize -> runtime
+with at most one step per stage. Each step also consumes one kind of model and produces another:
+    fp32-cnn   a `CompactCNN1d` + its training-user `Normalizer` (a pipeline starts from the fold's baseline)
+    int8       an int8 program (`model_opts.quant.Int8Artifact`)
+    pca-mlp    a PCA front-end + MLP (`model_opts.pca.PCAArtifact`): not a CNN, nothing can follow it
+    artifact   a finished inference artifact (flat executor, session, ONNX Runtime file, cascade)
+so `check_steps` refuses, with one readable line, both an impossible order (quantize before prune) and an
+impossible combination (pruning a PCA MLP, ONNX Runtime or a cascade on an int8 program: ONNX Runtime
+quantizes by itself and the cascade's stage 2 is an fp32 `har.model_io` model).
+Steps that choose something (PTQ vs QAT, the PCA dimension k, the cascade threshold) list their candidates
+and choose on the fold's VALIDATION users only (see `hybrid.execute`). `quick()` gives the smoke-run version
+of a step (fewer epochs, same structure). Default epoch budgets are bounded so that the full run fits
+15 minutes on two cores (the baseline recipe itself is 12 one-cycle epochs, see `har.training`).
+`cache_fields()` are the fields that determine what the step builds (`OrtStep` builds both ONNX files
+whichever one it returns, so `int8` is left out).
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, fields, replace
+from typing import ClassVar, Union
+
+from har.errors import BadOptionError
+
+STAGES = ("input", "prune", "quantize", "runtime")
+FP32, INT8, MLP, FINAL = "fp32-cnn", "int8", "pca-mlp", "artifact"
+QUANT_METHODS = ("ptq", "qat")
+
+
+class PipelineError(BadOptionError):
+    """A pipeline whose steps are in an impossible order or combination."""
+
+
+def _positive(name: str, **values: float) -> None:
+    bad = {k: v for k, v in values.items() if v is None or v < 1}
+    if bad:
+        raise BadOptionError(f"{name}: {', '.join(f'{k}={v}' for k, v in bad.items())} must be >= 1")
+
+
+@dataclass(frozen=True)
+class PCAStep:
+    """PCA on the flattened, normalised windows + an MLP (`model_opts.pca`); k chosen on validation users."""
+
+    ks: tuple[int, ...] = (8, 16, 32)
+    hidden: int = 64
+    epochs: int = 30
+    patience: int = 8
+    kind: ClassVar[str] = "pca"
+    stage: ClassVar[str] = "input"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = MLP
+
+    def __post_init__(self) -> None:
+        if not self.ks:
+            raise BadOptionError("pca: give at least one k")
+        _positive("pca", hidden=self.hidden, epochs=self.epochs, patience=self.patience, k=min(self.ks))
+
+    def quick(self) -> "PCAStep":
+        return replace(self, ks=self.ks[:2], epochs=8, patience=4)
+
+
+@dataclass(frozen=True)
+class ContrastiveStep:
+    """SimCLR pretraining of a CNN of the baseline's widths on the training users' unlabelled windows, then
+    the whole network fine-tuned with all labels (`model_opts.contrastive`). Replaces the baseline CNN."""
+
+    pretrain_epochs: int = 8
+    head_epochs: int = 12
+    head_patience: int = 5
+    batch_size: int = 256
+    kind: ClassVar[str] = "contrastive"
+    stage: ClassVar[str] = "input"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FP32
+
+    def __post_init__(self) -> None:
+        _positive("contrastive", pretrain_epochs=self.pretrain_epochs, head_epochs=self.head_epochs,
+                  head_patience=self.head_patience, batch_size=self.batch_size)
+
+    def quick(self) -> "ContrastiveStep":
+        return replace(self, pretrain_epochs=2, head_epochs=4, head_patience=2)
+
+
+@dataclass(frozen=True)
+class PruneStep:
+    """Structured L1 pruning of every conv's output channels with fine-tuning (`model_opts.prune`)."""
+
+    ratio: float = 0.7
+    importance: str = "l1"
+    steps: int = 2
+    finetune_epochs: int = 5
+    patience: int = 3
+    lr: float = 1e-3
+    kind: ClassVar[str] = "prune"
+    stage: ClassVar[str] = "prune"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FP32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0:
+            raise BadOptionError(f"prune: ratio must be in [0, 1), got {self.ratio}")
+        _positive("prune", steps=self.steps)
+
+    def quick(self) -> "PruneStep":
+        return replace(self, steps=1, finetune_epochs=2, patience=1)
+
+
+@dataclass(frozen=True)
+class QuantStep:
+    """int8: every method in `methods` is built (PTQ with `calibration`, QAT starting from it) and the one
+    most accurate on the validation users is kept (ties: the earlier method)."""
+
+    methods: tuple[str, ...] = QUANT_METHODS
+    calibration: str = "percentile"
+    calib_windows: int = 2048
+    qat_epochs: int = 8
+    qat_patience: int = 3
+    qat_lr: float = 3e-4
+    kind: ClassVar[str] = "quantize"
+    stage: ClassVar[str] = "quantize"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = INT8
+
+    def __post_init__(self) -> None:
+        bad = [m for m in self.methods if m not in QUANT_METHODS]
+        if bad or not self.methods:
+            raise BadOptionError(f"quantize: methods must be a non-empty subset of {list(QUANT_METHODS)}, "
+                                 f"got {list(self.methods)}")
+        _positive("quantize", calib_windows=self.calib_windows, qat_epochs=self.qat_epochs,
+                  qat_patience=self.qat_patience)
+
+    def quick(self) -> "QuantStep":
+        return replace(self, calib_windows=512, qat_epochs=1, qat_patience=1)
+
+
+@dataclass(frozen=True)
+class OrtStep:
+    """ONNX Runtime peer of the fp32 CNN (`har.measure.peers`): the exported file, or its static int8
+    (QOperator) quantisation calibrated on training users' windows."""
+
+    int8: bool = False
+    n_calibration_windows: int = 512
+    kind: ClassVar[str] = "onnxruntime"
+    stage: ClassVar[str] = "runtime"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FINAL
+
+    def __post_init__(self) -> None:
+        _positive("onnxruntime", n_calibration_windows=self.n_calibration_windows)
+
+    def quick(self) -> "OrtStep":
+        return replace(self, n_calibration_windows=256)
+
+    def cache_fields(self) -> dict:
+        return {"n_calibration_windows": self.n_calibration_windows}
+
+
+@dataclass(frozen=True)
+class CascadeStep:
+    """A tiny always-resident stage 1 + the fp32 CNN as lazily loaded stage 2 (`model_opts.cascade`).
+    The threshold is chosen on validation users: the least stage-2 traffic within `tolerance_pp` of
+    stage 2 alone (`model_opts.report2.select_threshold`)."""
+
+    thresholds: tuple[float, ...] = (0.5, 0.6, 0.7, 0.8, 0.85, 0.9, 0.95, 0.97, 0.98, 0.99, 0.995, 0.999)
+    tolerance_pp: float = 1.0
+    stage1_widths: tuple[int, ...] = (8, 8)
+    epochs: int = 20
+    patience: int = 5
+    kind: ClassVar[str] = "cascade"
+    stage: ClassVar[str] = "runtime"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FINAL
+
+    def __post_init__(self) -> None:
+        if not self.thresholds or min(self.thresholds) < 0:
+            raise BadOptionError("cascade: give at least one threshold, all >= 0")
+        if self.tolerance_pp < 0:
+            raise BadOptionError(f"cascade: tolerance_pp must be >= 0, got {self.tolerance_pp}")
+        _positive("cascade", epochs=self.epochs, patience=self.patience, width=min(self.stage1_widths or (0,)))
+
+    def quick(self) -> "CascadeStep":
+        return replace(self, epochs=8, patience=4)
+
+
+@dataclass(frozen=True)
+class SystemStep:
+    """Flatten the (fp32 or int8) network and run it as `system_opts.artifacts` describes: flat executor,
+    static buffer pool (planned arena, no heap allocation per inference) and/or lazily loaded weights."""
+
+    static_pool: bool = False
+    lazy_weights: bool = False
+    planner: str = "greedy"
+    policy: str = "lazy-release"
+    kind: ClassVar[str] = "system"
+    stage: ClassVar[str] = "runtime"
+    accepts: ClassVar[tuple[str, ...]] = (FP32, INT8)
+    produces: ClassVar[str] = FINAL
+
+    def quick(self) -> "SystemStep":
+        return self
+
+
+Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeStep, SystemStep]
+STEP_TYPES: dict[str, type] = {t.kind: t for t in (PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep,
+                                                   CascadeStep, SystemStep)}
+
+
+def step_to_dict(step: Step) -> dict:
+    return {"kind": step.kind, **asdict(step)}
+
+
+def cache_fields(step: Step) -> dict:
+    own = getattr(step, "cache_fields", None)
+    return {"kind": step.kind, **(own() if own else asdict(step))}
+
+
+def step_from_dict(d: dict) -> Step:
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in STEP_TYPES:
+        raise BadOptionError(f"unknown pipeline step {kind!r}; choose one of {', '.join(STEP_TYPES)}")
+    cls = STEP_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise BadOptionError(f"step {kind!r} has no option(s) {unknown}")
+    # JSON has no tuples: lists come back as the tuples the frozen configs hold
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def check_steps(steps: tuple[Step, ...]) -> str:
+    """The kind of model the steps end with; `PipelineError` for an impossible order or combination."""
+    state, last_stage, last_kind = FP32, -1, "the baseline"
+    for step in steps:
+        if type(step) not in STEP_TYPES.values():
+            raise PipelineError(f"{step!r} is not a pipeline step")
+        rank = STAGES.index(step.stage)
+        if rank <= last_stage:
+            raise PipelineError(f"step {step.kind!r} ({step.stage} stage) cannot follow {last_kind!r} "
+                                f"({STAGES[last_stage]} stage): the order is {' -> '.join(STAGES)}, one step each")
+        if state not in step.accepts:
+            raise PipelineError(f"step {step.kind!r} needs a {' or '.join(step.accepts)} model, but after "
+                                f"{last_kind!r} the model is a {state}")
+        state, last_stage, last_kind = step.produces, rank, step.kind
+    return state

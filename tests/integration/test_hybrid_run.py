@@ -1,0 +1,127 @@
+"""End to end: `python -m hybrid.run --quick` on the real data, its outputs, a same-seed rerun, failures."""
+from __future__ import annotations
+
+import csv
+import json
+
+import matplotlib.image as mpimg
+import pytest
+
+from hybrid import execute, run
+from hybrid.pipeline import VARIANTS
+from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
+
+pytestmark = pytest.mark.slow
+
+REQUIRED_COLUMNS = ("variant", "accuracy", "macro_f1", "weight_bytes", "arena_bytes", "deployable_bytes",
+                    "peak_heap_bytes", "allocations_per_inference", "latency_ms_p50", "macs", "split")
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _args(out, cache, data_dir, *extra):
+    return ["--quick", "--out", str(out), "--cache-dir", str(cache), "--data-dir", str(data_dir), "--threads", "1",
+            "--no-progress", *extra]
+
+
+@pytest.fixture(scope="module")
+def quick_run(data_dir, tmp_path_factory):
+    base = tmp_path_factory.mktemp("hybrid")
+    cache, out = base / "cache", base / "run1"
+    assert run.main(_args(out, cache, data_dir)) == 0
+    return base, cache, out
+
+
+def test_quick_run_writes_every_output(quick_run, data_dir):
+    _, _, out = quick_run
+    rows = _rows(out / "summary.csv")
+    assert [r["variant"] for r in rows] == list(VARIANTS)
+    assert set(REQUIRED_COLUMNS) <= set(rows[0]) and tuple(rows[0]) == SUMMARY_COLUMNS
+    assert {r["split"] for r in rows} == {"subject-fold0-quick"} and {r["n_folds"] for r in rows} == {"1"}
+    by = {r["variant"]: r for r in rows}
+    h, b = by["hybrid"], by["baseline"]
+    assert int(h["deployable_bytes"]) <= 8 * 1024 and float(h["allocations_per_inference"]) == 0
+    assert int(h["deployable_bytes"]) == int(h["weight_bytes"]) + int(h["arena_bytes"])
+    assert b["arena_bytes"] == "" and int(b["deployable_bytes"]) > 10 * int(h["deployable_bytes"])
+    assert by["model-all"]["accuracy"] == h["accuracy"]  # same int8 program, executors bit-exact
+    for name in ("flat", "static-pool", "lazy-weights", "system-all", "ort-fp32"):
+        assert abs(float(by[name]["accuracy"]) - float(b["accuracy"])) < 0.002, name
+    assert all(0.2 < float(r["accuracy"]) <= 1 and r["latency_ms_p50"] for r in rows)
+    md = (out / "report.md").read_text()
+    assert "QUICK RUN" in md and "## Protocol" in md and "Choices made on validation users" in md
+    for png in ("accuracy_vs_bytes.png", "memory_breakdown.png", "latency.png"):
+        assert f"]({png})" in md
+        img = mpimg.imread(out / png)
+        assert img.ndim == 3 and img.shape[0] > 300 and img.shape[1] > 600
+    for name in VARIANTS:
+        assert (out / "flamegraphs" / f"{name}.html").stat().st_size > 100_000
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["status"] == "done" and meta["seed"] == 0 and meta["git_commit"]
+    assert meta["versions"]["onnxruntime"] and meta["versions"]["torch"]
+    assert len(meta["data"]["sha256"]) == 22 and all(len(v) == 64 for v in meta["data"]["sha256"].values())
+    choices = meta["choices_on_validation_users"]
+    assert choices["int8"]["0"]["quantize"]["method"] in ("ptq", "qat")
+    assert 0 <= choices["cascade"]["0"]["cascade"]["threshold"] <= 1.01
+    assert set(meta["variants"]) == set(VARIANTS)
+    assert [r["variant"] for r in _rows(out / "folds.csv")] == list(VARIANTS)
+
+
+def test_rerun_with_the_same_seed_reproduces_every_non_volatile_column(quick_run, data_dir):
+    base, cache, out = quick_run
+    out2 = base / "run2"
+    assert run.main(_args(out2, cache, data_dir, "--no-flamegraphs")) == 0
+    first, second = _rows(out / "summary.csv"), _rows(out2 / "summary.csv")
+    stable = [c for c in SUMMARY_COLUMNS if c not in VOLATILE_COLUMNS]
+    assert [{c: r[c] for c in stable} for r in first] == [{c: r[c] for c in stable} for r in second]
+    for rows in (first, second):  # volatile for allocating artifacts only: a zero-allocation one stays 0
+        zero = {r["variant"]: float(r["allocations_per_inference"]) for r in rows}
+        assert zero["static-pool"] == zero["system-all"] == zero["hybrid"] == 0
+    assert not (out2 / "flamegraphs").exists()
+
+
+def test_failing_stage_exits_2_with_one_line_and_keeps_finished_rows(quick_run, data_dir, monkeypatch, capsys):
+    base, cache, _ = quick_run
+
+    def boom(*args, **kwargs):
+        raise RuntimeError("simulated failure\nsecond line")
+    monkeypatch.setitem(execute._RUNNERS, "pca", boom)
+    out = base / "fail"
+    assert run.main(_args(out, cache, data_dir, "--variants", "baseline,pca")) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "variant pca, fold 0 failed: simulated failure" in err[0]
+    assert [r["variant"] for r in _rows(out / "summary.csv")] == ["baseline"]
+    assert "RuntimeError" in (out / "error.log").read_text()
+    assert json.loads((out / "run.json").read_text())["status"] == "running"
+
+
+def test_budget_that_nothing_fits_says_so_and_exits_0(quick_run, data_dir, capsys):
+    base, cache, _ = quick_run
+    out = base / "budget"
+    assert run.main(_args(out, cache, data_dir, "--budget-kib", "1")) == 0
+    printed = capsys.readouterr().out
+    assert "budget 1 KiB (1,024 B): no variant fits" in printed
+    rows = _rows(out / "budget.csv")
+    assert len(rows) == 18 and not any(r["fits"] == "True" for r in rows)
+    assert not (out / "summary.csv").exists()  # --budget-kib alone runs no variant
+
+
+@pytest.mark.parametrize("extra, message", [
+    (["--variants", "nope"], "unknown variant 'nope'"),
+    (["--budget-kib", "-1"], "--budget-kib must be > 0"),
+    (["--dataset", "wisdm-features"], "raw-signal dataset"),
+    (["--seed", "x"], "invalid int value"),
+])
+def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, data_dir, capsys):
+    assert run.main(_args(tmp_path / "o", tmp_path / "c", data_dir, *extra)) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and message in err[0]
+
+
+def test_missing_data_exits_2_with_one_line(tmp_path, capsys):
+    assert run.main(["--quick", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "nothing"),
+                     "--cache-dir", str(tmp_path / "c")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "no WISDM-2019" in err[0]
