@@ -123,15 +123,21 @@ def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, 
     return from_program(program, config, weight_path, name)
 
 
+def _via_weight_file(program: flatten.FlatProgram, config: SystemOptsConfig, weight_path: str | Path | None
+                     ) -> tuple[flatten.FlatProgram, LazyWeights | None]:
+    """With lazy weights: write the program's weight file and run from the file alone (the in-memory
+    weights are dropped with the original `program`); otherwise the program unchanged and no store."""
+    if not config.lazy_weights:
+        return program, None
+    if weight_path is None:
+        raise BadOptionError("lazy weights need a weight_path to write the weight file to")
+    save_program(weight_path, program)
+    return load_program(weight_path, LazyConfig(config.policy))
+
+
 def from_program(program: flatten.FlatProgram, config: SystemOptsConfig = SystemOptsConfig(),
                  weight_path: str | Path | None = None, name: str | None = None) -> FlatArtifact:
-    store = None
-    if config.lazy_weights:
-        if weight_path is None:
-            raise BadOptionError("lazy weights need a weight_path to write the weight file to")
-        save_program(weight_path, program)
-        # run from the file alone: the in-memory weights are dropped with `program`
-        program, store = load_program(weight_path, LazyConfig(config.policy))
+    program, store = _via_weight_file(program, config, weight_path)
     session = None
     if config.static_pool:
         session = buffer_pool.apply(program, buffer_pool.PoolConfig(config.planner, config.alignment_bytes,
@@ -164,13 +170,7 @@ def from_int8(int8, config: SystemOptsConfig = SystemOptsConfig(static_pool=True
     Lazy weights need `weight_path`: the flat int8 program is written there, and inference reads the file."""
     from system_opts import flatten_int8
     int8_program = getattr(int8, "program", int8)
-    program = flatten_int8.apply(int8_program)
-    store = None
-    if config.lazy_weights:
-        if weight_path is None:
-            raise BadOptionError("lazy weights need a weight_path to write the weight file to")
-        save_program(weight_path, program)
-        program, store = load_program(weight_path, LazyConfig(config.policy))
+    program, store = _via_weight_file(flatten_int8.apply(int8_program), config, weight_path)
     session = None
     if config.static_pool:
         session = buffer_pool_int8.apply(program, buffer_pool_int8.Int8PoolConfig(config.planner,

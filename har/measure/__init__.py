@@ -6,7 +6,7 @@ live in `har.measure.peers` (imported on demand: onnx/onnxruntime are optional),
 `har.measure.memprofile`, the CLI in `python -m har.measure`.
 """
 from har.measure.activations import activation_naive_bytes, activation_peak_bytes, live_bytes_per_op
-from har.measure.artifact import InferenceArtifact, TensorLife, TorchArtifact, chain_lifetimes
+from har.measure.artifact import InferenceArtifact, TensorLife, TorchArtifact, TracedChainArtifact, chain_lifetimes
 from har.measure.footprint import BYTE_FIELDS, FIELDS, Footprint, MeasureConfig, measure
 from har.measure.memprofile import AllocationSite, MemoryProfile, ProfilerBusyError, profile
 

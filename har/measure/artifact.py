@@ -62,7 +62,25 @@ def chain_lifetimes(names: list[str], sizes_bytes: list[int]) -> list[TensorLife
             for k, (name, size) in enumerate(zip(names, sizes_bytes))]
 
 
-class TorchArtifact:
+class TracedChainArtifact:
+    """Base for artifacts whose MACs and lifetimes come from one traced batch-1 pass over a chain:
+    subclasses implement `_trace() -> (tensor names, tensor bytes, macs)`; no memory plan."""
+
+    def _trace(self) -> tuple[list[str], list[int], int]:
+        raise NotImplementedError
+
+    def macs_per_window(self) -> int:
+        return self._trace()[2]
+
+    def tensor_lifetimes(self) -> list[TensorLife]:
+        names, sizes, _ = self._trace()
+        return chain_lifetimes(names, sizes)
+
+    def arena_bytes(self) -> int | None:
+        return None
+
+
+class TorchArtifact(TracedChainArtifact):
     """fp32 torch eager inference of an `nn.Sequential` with its input normaliser (the baseline)."""
 
     def __init__(self, model: nn.Sequential, normalizer: Normalizer, name: str = "torch-eager",
@@ -101,13 +119,3 @@ class TorchArtifact:
                 sizes.append(y.numel() * y.element_size())
                 x = y
         return names, sizes, macs
-
-    def macs_per_window(self) -> int:
-        return self._trace()[2]
-
-    def tensor_lifetimes(self) -> list[TensorLife]:
-        names, sizes, _ = self._trace()
-        return chain_lifetimes(names, sizes)
-
-    def arena_bytes(self) -> int | None:
-        return None

@@ -23,7 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from har.measure.artifact import TensorLife, chain_lifetimes
+from har.measure.artifact import TracedChainArtifact
 from har.windows import Normalizer
 
 
@@ -48,7 +48,7 @@ class _Wrapped(nn.Module):
         return self.dequant(self.model(self.quant(x)))
 
 
-class AoEagerArtifact:
+class AoEagerArtifact(TracedChainArtifact):
     def __init__(self, wrapped: nn.Module, normalizer: Normalizer, example: np.ndarray, name: str = "torch-ao-int8"):
         self.wrapped = wrapped.eval()
         self.normalizer = normalizer
@@ -96,16 +96,6 @@ class AoEagerArtifact:
             names.append("dequant")
             sizes.append(y.numel() * y.element_size())
         return names, sizes, macs
-
-    def macs_per_window(self) -> int:
-        return self._trace()[2]
-
-    def tensor_lifetimes(self) -> list[TensorLife]:
-        names, sizes, _ = self._trace()
-        return chain_lifetimes(names, sizes)
-
-    def arena_bytes(self) -> int | None:
-        return None
 
 
 def _fuse_groups(model: nn.Sequential) -> list[list[str]]:
