@@ -10,6 +10,6 @@ from har.measure.artifact import InferenceArtifact, TensorLife, TorchArtifact, T
 from har.measure.footprint import BYTE_FIELDS, FIELDS, Footprint, MeasureConfig, measure
 from har.measure.memprofile import AllocationSite, MemoryProfile, ProfilerBusyError, profile
 
-__all__ = ["InferenceArtifact", "TensorLife", "TorchArtifact", "chain_lifetimes", "Footprint", "MeasureConfig",
+__all__ = ["InferenceArtifact", "TensorLife", "TorchArtifact", "TracedChainArtifact", "chain_lifetimes", "Footprint", "MeasureConfig",
            "measure", "FIELDS", "BYTE_FIELDS", "activation_naive_bytes", "activation_peak_bytes",
            "live_bytes_per_op", "MemoryProfile", "AllocationSite", "ProfilerBusyError", "profile"]
