@@ -10,6 +10,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
 from har import datasets
 from har.datasets.base import Recording
@@ -74,3 +75,12 @@ def trained(locomotion, fold0) -> Trained:
                    norm(locomotion.x[fold0.val_idx]), locomotion.y[fold0.val_idx],
                    TrainConfig(epochs=4, patience=4, seed=0), progress=False)
     return Trained(model, norm, locomotion, fold0)
+
+
+@pytest.fixture(scope="module")
+def one_torch_thread(trained):
+    """Measure single-threaded, as the CLIs do (after `trained` has been built); restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)

@@ -15,13 +15,7 @@ from har.measure import (BYTE_FIELDS, FIELDS, Footprint, MeasureConfig, TensorLi
                          measure)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread(trained):
-    """Single-threaded like the CLI (after `trained`, whose fixture sets 2 threads); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 def safetensors_spans(path) -> dict[str, int]:
     """Bytes of each tensor in a safetensors file, read from its header (u64 length + JSON)."""

@@ -17,13 +17,7 @@ from har.measure.onnx_export import export_error, export_onnx  # noqa: E402
 INT8 = OrtInt8Config(n_calibration_windows=256)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def one_torch_thread(trained):
-    """Single-threaded like the CLI (after `trained`, whose fixture sets 2 threads); restored afterwards."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_torch_thread")
 
 @pytest.fixture(scope="module")
 def peers(trained):
