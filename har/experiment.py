@@ -94,10 +94,21 @@ def run_windows(win: Windows, raw_xyz: np.ndarray, cfg: RunConfig, out: Path | N
                           extra={"fold": fold.index, "test_users": list(fold.test_users),
                                  "val_users": list(fold.val_users), "split": cfg.split, "seed": cfg.seed})
         fit_idx = np.concatenate([fold.train_idx, fold.val_idx])
-        forest = RandomForestClassifier(cfg.rf_trees, n_jobs=2, random_state=cfg.seed, min_samples_leaf=2)
-        forest.fit(stats[fit_idx], win.y[fit_idx])
-        rf.folds.append(score(win.y[fold.test_idx], forest.predict(stats[fold.test_idx]), k))
+        pred = forest_predict(stats[fit_idx], win.y[fit_idx], stats[fold.test_idx], cfg)
+        rf.folds.append(score(win.y[fold.test_idx], pred, k))
     return {"cnn": cnn, "rf": rf}, folds
+
+
+def forest_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, cfg: RunConfig) -> np.ndarray:
+    """Fit the RF peer on two threads, predict on one.
+
+    Fitting in parallel is reproducible (every tree's seed is drawn up front), but sklearn's threaded
+    `predict_proba` adds the trees' votes into one array in whatever order the threads finish; float
+    addition is not associative, so a window whose two best classes tie can flip between runs.
+    """
+    forest = RandomForestClassifier(cfg.rf_trees, n_jobs=2, random_state=cfg.seed, min_samples_leaf=2)
+    forest.fit(x_fit, y_fit)
+    return forest.set_params(n_jobs=1).predict(x_test)
 
 
 def windows_for(rec, window: WindowConfig, keep: np.ndarray) -> tuple[Windows, np.ndarray]:
@@ -127,7 +138,6 @@ def run_features(table, cfg: RunConfig, progress: bool = True) -> tuple[dict[str
         mlp.folds.append(score(table.label[fold.test_idx], pred, k))
         mlp.param_count = param_count(net)
         fit_idx = np.concatenate([fold.train_idx, fold.val_idx])
-        forest = RandomForestClassifier(cfg.rf_trees, n_jobs=2, random_state=cfg.seed, min_samples_leaf=2)
-        forest.fit(x[fit_idx], table.label[fit_idx])
-        rf.folds.append(score(table.label[fold.test_idx], forest.predict(x[fold.test_idx]), k))
+        pred = forest_predict(x[fit_idx], table.label[fit_idx], x[fold.test_idx], cfg)
+        rf.folds.append(score(table.label[fold.test_idx], pred, k))
     return {"mlp": mlp, "rf": rf}, folds
