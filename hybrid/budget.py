@@ -75,7 +75,9 @@ def architecture_bytes(widths: tuple[int, ...], ctx: FoldContext) -> dict:
     model = CompactCNN1d(CNNConfig(in_channels=win.config.n_channels, n_classes=len(win.classes), widths=widths),
                          seed=0).eval()
     int8 = ptq.apply(model, ctx.normalizer, win, ctx.fold, QuantConfig(calib_windows=64))
-    art = artifacts.from_int8(int8)
+    step = SystemStep(static_pool=True)  # the recipe of `point_pipeline`
+    art = artifacts.from_int8(int8, artifacts.SystemOptsConfig(static_pool=True, planner=step.planner,
+                                                               int8_kernels=step.int8_kernels))
     fp = measure(art, np.ascontiguousarray(win.x[ctx.fold.train_idx[:4]]), None, MeasureConfig.static_only())
     return {"deployable_bytes": fp.deployable_bytes, "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes}
 

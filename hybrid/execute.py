@@ -211,7 +211,7 @@ def _cascade(step: CascadeStep, state: State, ctx: FoldContext, cache: StageCach
 def _system(step: SystemStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
     from system_opts import artifacts
     cfg = artifacts.SystemOptsConfig(static_pool=step.static_pool, lazy_weights=step.lazy_weights,
-                                     policy=step.policy, planner=step.planner)
+                                     policy=step.policy, planner=step.planner, int8_kernels=step.int8_kernels)
     weight_path = ctx.work_dir / f"{name}.harw" if step.lazy_weights else None
     if state.kind == INT8:
         art = artifacts.from_int8(state.artifact, cfg, weight_path=weight_path, name=name)

@@ -115,9 +115,10 @@ def _reading_lines(rows: list[dict]) -> list[str]:
                    "accuracy may exceed the baseline's.")
     if names & {"int8", "model-all"}:
         out.append("- **int8 / model-all latency** is that of the vectorised numpy reference (`model_opts.quant.intref`) "
-                   "called on one window: a specification, not a runtime; the hybrid runs the same program in "
-                   "`system_opts`' int8 session. The session's per-window time is mostly per-call numpy overhead "
-                   "(one call per elementwise requantisation step, see `system_opts.buffer_pool_int8`), not arithmetic.")
+                   "called on one window: a specification, not a runtime. The hybrid runs the same program, bit for bit, "
+                   "through `system_opts`' C kernels (`system_opts/csrc/har_int8.c`, one call per window) in the "
+                   "planned arena; the numpy int8 session (`system_opts.buffer_pool_int8`) stays as the readable "
+                   "reference runtime.")
     if names & {"ort-fp32", "ort-int8"}:
         out.append("- **ONNX Runtime peers**: ORT plans memory internally and does not report the plan, so their "
                    "deployable bytes use the stored graph's activation peak; their heap includes ORT's own arena.")

@@ -105,8 +105,8 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
        SystemStep(static_pool=True, lazy_weights=True)),
     _p("model-all", "model", "pruned (0.7) then int8 (PTQ or QAT on validation users), integer-only numpy "
        "reference", _PRUNE, _QUANT),
-    _p("hybrid", "hybrid", "pruned (0.7) -> int8 (PTQ or QAT on validation users) -> int8 static pool "
-       "(planned arena, zero heap allocation per inference)", _PRUNE, _QUANT, SystemStep(static_pool=True)),
+    _p("hybrid", "hybrid", "pruned (0.7) -> int8 (PTQ or QAT on validation users) -> int8 static pool run by "
+       "compiled C kernels (planned arena, zero heap allocation per inference)", _PRUNE, _QUANT, SystemStep(static_pool=True)),
 )}
 VARIANTS: tuple[str, ...] = tuple(PRESETS)
 

@@ -193,6 +193,7 @@ class SystemStep:
     lazy_weights: bool = False
     planner: str = "greedy"
     policy: str = "lazy-release"
+    int8_kernels: str = "c"  # int8 static pool: compiled C kernels (`system_opts.buffer_pool_c`)
     kind: ClassVar[str] = "system"
     stage: ClassVar[str] = "runtime"
     accepts: ClassVar[tuple[str, ...]] = (FP32, INT8)

@@ -10,9 +10,11 @@ and wraps the flat program as one of:
 - `static-pool+lazy-weights`: the Session fed by the same lazy weight file.
 `from_int8(int8_artifact, config)` does the same for an int8 `model_opts.quant` program (flattened by
 `system_opts.flatten_int8`), names prefixed `int8-`: `int8-static-pool` is a
-`system_opts.buffer_pool_int8.Int8Session` (`arena_bytes()` = its device arena: int8 activations, int32
-accumulators, float input and scores), `int8-static-pool+lazy-weights` the same Session acquiring each
-layer's int8 arrays from the weight file; without `static_pool` the flat executor's int8 kernels run.
+session of `system_opts.buffer_pool_c` (`int8_kernels="c"`, the default: compiled kernels) or
+`system_opts.buffer_pool_int8` (`"numpy"`), with `arena_bytes()` = its device arena (int8 activations,
+the kernels' int32 / int16 scratch, float input and scores); `int8-static-pool+lazy-weights` the same
+session acquiring each layer's int8 arrays from the weight file; without `static_pool` the flat
+executor's int8 kernels run.
 Their `weight_arrays()` are exactly `Int8Artifact.weight_arrays()` (int8 weights, int32 biases,
 multipliers, shifts, zero points, input quantizer, output scale): what a device stores, not the
 Session's host-only float copies (`Int8Session.host_constant_bytes`).
@@ -50,6 +52,7 @@ class SystemOptsConfig:
     alignment_bytes: int = 16
     im2col_rows: int | None = None
     fold_normalizer: bool = True
+    int8_kernels: str = "c"  # the int8 static pool's kernels: "c" (compiled) or "numpy" (reference)
 
     @property
     def default_name(self) -> str:
@@ -173,7 +176,6 @@ def from_int8(int8, config: SystemOptsConfig = SystemOptsConfig(static_pool=True
     program, store = _via_weight_file(flatten_int8.apply(int8_program), config, weight_path)
     session = None
     if config.static_pool:
-        session = buffer_pool_int8.apply(program, buffer_pool_int8.Int8PoolConfig(config.planner,
-                                                                                  config.alignment_bytes),
-                                         weights=store)
+        pool = buffer_pool_int8.Int8PoolConfig(config.planner, config.alignment_bytes, config.int8_kernels)
+        session = buffer_pool_int8.apply(program, pool, weights=store)
     return Int8FlatArtifact(program, int8_program, name or config.int8_name, session, store)

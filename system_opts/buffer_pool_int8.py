@@ -50,7 +50,7 @@ from typing import Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from har.errors import BadDataError
+from har.errors import BadDataError, BadOptionError
 from har.measure.artifact import TensorLife
 from system_opts.buffer_pool import BufferSpec
 from system_opts.flatten import FlatProgram
@@ -76,6 +76,10 @@ def _c(value, dtype) -> np.ndarray:
 class Int8PoolConfig:
     planner: str = "greedy"
     alignment_bytes: int = DEFAULT_ALIGNMENT_BYTES
+    kernels: str = "numpy"  # or "c": system_opts.buffer_pool_c, same layout, no host scratch
+    # C kernels only: convs with K * C_in below this run time-major (faster; int16 + int32 scratch in
+    # the arena), the others as dot products; 0 = smallest arena
+    time_major_max_terms: int = 64
 
 
 def _ftype(terms: int) -> str:
@@ -88,9 +92,10 @@ def _nk(c_out: int, rows: int) -> bool:
     return rows > 1 and 1 <= c_out % 16 <= 8
 
 
-def _layout(program: FlatProgram, left_shifts: set[str]):
-    """Device buffers, host work buffers, prepared-weight buffers (written by `prepare`), the
-    (buffer, first row, rows) of each tensor and the phase count of each conv output stored phase-major."""
+def device_tensors(program: FlatProgram) -> tuple[list[BufferSpec], dict, dict]:
+    """Device buffers of the program's tensors (halo rows, phase-major conv outputs shared with their
+    pool, step 1 of the module docstring), the (buffer, first row, rows) of each tensor and the phase
+    count of each conv output stored phase-major."""
     ops, tensors = program.ops, program.tensors
     last = len(ops) - 1
     producer = {op.output: i for i, op in enumerate(ops)}
@@ -98,8 +103,6 @@ def _layout(program: FlatProgram, left_shifts: set[str]):
     pooled = {op.input: op.output for op in ops
               if op.kind == "maxpool1d" and op.input in producer and ops[producer[op.input]].kind == "conv1d_q"}
     device: list[BufferSpec] = []
-    host: list[BufferSpec] = []
-    prepared: list[BufferSpec] = []
     place: dict[int, tuple[int, int, int]] = {}
     phases: dict[int, int] = {}
     for t, spec in enumerate(tensors):
@@ -124,6 +127,16 @@ def _layout(program: FlatProgram, left_shifts: set[str]):
             place[t] = (b, lead, n)
         device.append(BufferSpec(spec.name, rows, cols, spec.dtype, producer.get(t, 0),
                                  consumer.get(end, last), lead, n, phases.get(t, 1)))
+    return device, place, phases
+
+
+def _layout(program: FlatProgram, left_shifts: set[str]):
+    """`device_tensors` plus, per op, the numpy kernels' device accumulator, host work buffers and
+    prepared-weight buffers (written by `prepare`)."""
+    ops, tensors = program.ops, program.tensors
+    device, place, phases = device_tensors(program)
+    host: list[BufferSpec] = []
+    prepared: list[BufferSpec] = []
 
     def buf(name: str, rows: int, cols: int, dtype: str, i: int, into: list[BufferSpec]) -> None:
         into.append(BufferSpec(name, rows, cols, dtype, i, i))
@@ -212,7 +225,7 @@ class Int8Session:
         weights = program.weights if weights is None else weights
         self._static = isinstance(weights, (Mapping, DictWeights))
         self.weights = DictWeights(weights) if isinstance(weights, Mapping) else weights
-        self.buffers, host, prepared, self._place, self._phases = _layout(program, self._left_shifts())
+        self.buffers, host, prepared, self._place, self._phases = self._layout()
         self.plan = plan_buffers(self.buffers, config.planner, config.alignment_bytes)
         self.arena, self._views = _arena(self.buffers, self.plan)
         # in-memory weights are prepared once into constants; lazily read ones per op into host scratch
@@ -232,6 +245,9 @@ class Int8Session:
         self._output = self._data(len(program.tensors) - 1).reshape(program.tensors[-1].shape)
         last_q = max(t for t, s in enumerate(program.tensors) if s.dtype == "int8")
         self.logits = self._data(last_q).reshape(program.tensors[last_q].shape)
+
+    def _layout(self):
+        return _layout(self.program, self._left_shifts())
 
     def _left_shifts(self) -> set[str]:
         """Ops with a positive shift somewhere (only they get the left-shift steps); checks multipliers."""
@@ -417,7 +433,7 @@ class Int8Session:
         wk = wf.T if nk else wf
 
         def prepare(weight, bias, multiplier, shift):
-            np.copyto(wf, weight.T if nk else weight)
+            np.copyto(wf, weight if nk else weight.T)  # stored (C_out, K * C_in)
             fill_bias(bias)
             prepare_rq(multiplier, shift)
 
@@ -478,5 +494,11 @@ class Int8Session:
 
 def apply(program, config: Int8PoolConfig = Int8PoolConfig(),
           weights: Mapping[str, np.ndarray] | WeightSource | None = None) -> Int8Session:
-    """An `Int8Session` running the int8 `program` in a planned static arena."""
+    """An `Int8Session` (numpy kernels) or `CInt8Session` (`config.kernels == "c"`) running the int8
+    `program` in a planned static arena."""
+    if config.kernels == "c":
+        from system_opts.buffer_pool_c import CInt8Session
+        return CInt8Session(program, config, weights)
+    if config.kernels != "numpy":
+        raise BadOptionError(f"unknown int8 kernels {config.kernels!r}; choose numpy or c")
     return Int8Session(program, config, weights)

@@ -1,13 +1,14 @@
 """Flatten the int8 network (`model_opts.quant.intref.Int8Program`, or an `Int8Artifact`) into a `FlatProgram`.
 
 The int8 reference already is a list of ops; this turns it into the same flat form as the fp32 path
-(channel-last (T, C) tensors, weights packed as (K * C_in, C_out)) so that the same executor, planner and
-weight file serve both. Op kinds and their arrays (names `op<i>.<kind>.<field>`):
+(channel-last (T, C) tensors) so that the same executor, planner and weight file serve both. Weights are
+packed output-channel major, (C_out, K * C_in), the layout int8 device kernels (TFLite, CMSIS-NN,
+`system_opts/csrc/har_int8.c`) read: each output is one contiguous dot product with an im2col row. Op kinds and their arrays (names `op<i>.<kind>.<field>`):
 - `quantize_input` (float32 -> int8): inv_scale, offset (float32, normaliser folded in by the reference);
-- `conv1d_q`: weight int8 (K * C_in, C_out), bias int32, multiplier int32, shift int8; attrs padding,
+- `conv1d_q`: weight int8 (C_out, K * C_in), bias int32, multiplier int32, shift int8; attrs padding,
   kernel_size, in_channels, input/output zero point, act_min/act_max (a fused ReLU is act_min = zp_out);
 - `maxpool1d` (dtype-agnostic, shared with fp32), `global_avg_pool_q` (multiplier int32 (1,), shift int8
-  (1,); attrs zero points and the fixed length), `linear_q` (like conv1d_q, weight (C_in, C_out));
+  (1,); attrs zero points and the fixed length), `linear_q` (like conv1d_q, weight (C_out, C_in));
 - `dequantize` (int8 -> float32 scores), only when `dequantize_output` (default); without it the
   program's output is the int8 logits, which is what bit-exactness is checked on.
 Known limits: exactly the op set of the reference (`Conv1dInt8`, `LinearInt8`, `MaxPool1dInt8`,
@@ -56,13 +57,13 @@ def apply(program, config: FlattenInt8Config = FlattenInt8Config()) -> FlatProgr
             c_out, c_in, k = op.weight.shape
             t = t + 2 * op.padding - k + 1
             emit("conv1d_q", (t, c_out), "int8",
-                 {"weight": op.weight.transpose(2, 1, 0).reshape(k * c_in, c_out), "bias": op.bias.astype(np.int32),
+                 {"weight": op.weight.transpose(0, 2, 1).reshape(c_out, k * c_in), "bias": op.bias.astype(np.int32),
                   **requant}, kernel_size=int(k), padding=int(op.padding), in_channels=int(c_in),
                  act_min=int(op.act_min), act_max=int(op.act_max), **zps)
             c = c_out
         elif isinstance(op, LinearInt8):
             c = op.weight.shape[0]
-            emit("linear_q", (c,), "int8", {"weight": op.weight.T, "bias": op.bias.astype(np.int32), **requant},
+            emit("linear_q", (c,), "int8", {"weight": op.weight, "bias": op.bias.astype(np.int32), **requant},
                  act_min=int(op.act_min), act_max=int(op.act_max), **zps)
         elif isinstance(op, MaxPool1dInt8):
             t //= op.kernel

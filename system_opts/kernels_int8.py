@@ -34,11 +34,11 @@ def _requantize(acc: np.ndarray, multiplier: np.ndarray, shift: np.ndarray, attr
 
 
 def _int_gemm(cols: np.ndarray, zp: int, weight: np.ndarray) -> np.ndarray:
-    """sum_j (cols[..., j] - zp) * weight[j, o] exactly, as int64."""
-    ftype = np.float32 if weight.shape[0] <= _F32_EXACT_TERMS else np.float64
+    """sum_j (cols[..., j] - zp) * weight[o, j] exactly, as int64."""
+    ftype = np.float32 if weight.shape[1] <= _F32_EXACT_TERMS else np.float64
     xs = cols.astype(ftype)
     xs -= ftype(zp)
-    return np.matmul(xs, weight.astype(ftype)).astype(np.int64)
+    return np.matmul(xs, weight.T.astype(ftype)).astype(np.int64)
 
 
 def quantize_input(x: np.ndarray, attrs: dict, inv_scale: np.ndarray, offset: np.ndarray) -> np.ndarray:

@@ -1,0 +1,98 @@
+"""Build and load the C int8 kernels (`system_opts/csrc/har_int8.c`) as a host shared library.
+
+Steps of `library()`:
+1. Key the build by the source bytes, the compiler's `--version` line, the flags and the machine
+   architecture, so an edited kernel or another compiler never reuses a stale library.
+2. If `<cache_dir>/cbuild/har_int8-<key>.so` is missing, compile into a temporary file next to it and
+   rename it into place (two processes building at once both end with a complete library).
+3. `ctypes.CDLL` it once per process, declare the two entry points and check the ABI version.
+Why by hand: the kernels are one dependency-free C file that must also build for a bare-metal target;
+a compiled Python extension would tie it to CPython's ABI and the build to setuptools.
+Flags: -O3 for the host (the arithmetic is integer, so the optimiser cannot change a result) and
+-ffp-contract=off, so float steps round exactly as numpy's separate multiply and add do.
+Known limits: needs a C compiler on PATH (`$CC`, default gcc) at first use; no Windows (.dll) support.
+"""
+from __future__ import annotations
+
+import ctypes
+import hashlib
+import os
+import platform
+import subprocess
+import tempfile
+from functools import lru_cache
+from pathlib import Path
+
+from har.errors import HarError
+from har.paths import cache_dir
+
+SOURCE = Path(__file__).with_name("csrc") / "har_int8.c"
+FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-Wall", "-fPIC", "-shared")
+ABI_VERSION = 1
+N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
+KIND = {"quantize_input": 0, "gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "dequantize": 4}
+
+
+class BuildError(HarError):
+    """The C kernels could not be compiled or loaded."""
+
+
+class HarOp(ctypes.Structure):
+    """Mirror of `struct har_op` in har_int8.c."""
+    _fields_ = [("kind", ctypes.c_int32), ("i", ctypes.c_int32 * N_INTS), ("f", ctypes.c_float * N_FLOATS),
+                ("p", ctypes.c_void_p * N_PTRS)]
+
+
+def compiler() -> str:
+    return os.environ.get("CC", "gcc")
+
+
+def _compiler_id(cc: str) -> str:
+    try:
+        out = subprocess.run([cc, "--version"], capture_output=True, text=True, check=True, timeout=60)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise BuildError(f"the C kernels need a C compiler: `{cc} --version` failed ({e.__class__.__name__})")
+    return out.stdout.splitlines()[0] if out.stdout else cc
+
+
+def library_path() -> Path:
+    cc = compiler()
+    h = hashlib.sha256(SOURCE.read_bytes())
+    h.update(f"{_compiler_id(cc)}|{' '.join(FLAGS)}|{platform.machine()}".encode())
+    return cache_dir() / "cbuild" / f"har_int8-{h.hexdigest()[:16]}.so"
+
+
+def build(path: Path) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+    os.close(fd)
+    cmd = [compiler(), *FLAGS, "-o", tmp, str(SOURCE), "-lm"]
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        if done.returncode != 0:
+            first = (done.stderr.strip().splitlines() or ["no output"])[0]
+            raise BuildError(f"compiling {SOURCE.name} failed: {first}")
+        os.replace(tmp, path)
+    except OSError as e:
+        raise BuildError(f"compiling {SOURCE.name} failed: {e}") from None
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path
+
+
+@lru_cache(maxsize=None)
+def library() -> ctypes.CDLL:
+    """The loaded kernels, built on first use (see the module docstring)."""
+    path = library_path()
+    if not path.exists():
+        build(path)
+    lib = ctypes.CDLL(str(path))
+    lib.har_abi_version.restype = ctypes.c_int32
+    if lib.har_abi_version() != ABI_VERSION:
+        raise BuildError(f"{path.name}: ABI version {lib.har_abi_version()}, expected {ABI_VERSION}")
+    lib.har_run.argtypes = [ctypes.POINTER(HarOp), ctypes.c_int32]
+    lib.har_run.restype = ctypes.c_int
+    lib.har_op_run.argtypes = [ctypes.POINTER(HarOp)]
+    lib.har_op_run.restype = ctypes.c_int
+    return lib
