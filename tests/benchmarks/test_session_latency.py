@@ -4,8 +4,9 @@ Group `session-latency-batch1`, all single-threaded (torch.set_num_threads(1) an
 thread with threadpoolctl for this module), on a real WISDM-2019 test-user window of the shared trained
 CNN: torch eager `nn.Module` forward on the normalised window (the strict baseline: normalisation and
 numpy conversion are left out of it), the same through `TorchArtifact.predict`, the flat executor, the
-static-pool `Session.run` and the Session fed by lazy-release weights; and the int8 static-pool
-`Int8Session.run` (alone and fed by lazy-release int8 weights) of the PTQ int8 model of the same CNN. With
+static-pool `Session.run` and the Session fed by lazy-release weights; and the int8 static pool of the
+PTQ int8 model of the same CNN: the numpy `Int8Session` and the compiled `CInt8Session` (alone and fed by
+lazy-release int8 weights). With
 `--benchmark-disable` each runs once and checks its scores against torch (fp32) or, bit for bit, against
 the integer reference `model_opts.quant.intref` (int8).
 """
@@ -64,7 +65,7 @@ def test_latency_batch1(benchmark, runners, name):
     assert np.abs(scores - expected).max() <= 1e-4
 
 
-INT8_NAMES = ("int8-static-pool-session", "int8-static-pool+lazy-weights")
+INT8_NAMES = ("int8-static-pool-numpy", "int8-static-pool-c", "int8-static-pool-c+lazy-weights")
 
 
 @pytest.fixture(scope="module")
@@ -72,11 +73,13 @@ def int8_runners(trained, runners, tmp_path_factory):
     """Built after `runners`, so torch and BLAS are already single-threaded."""
     int8 = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold)
     window = np.ascontiguousarray(trained.x_test[0])
-    static = sys_artifacts.from_int8(int8)
+    numpy_pool = sys_artifacts.from_int8(int8, sys_artifacts.SystemOptsConfig(static_pool=True, int8_kernels="numpy"))
+    c_pool = sys_artifacts.from_int8(int8, sys_artifacts.SystemOptsConfig(static_pool=True, int8_kernels="c"))
     lazy = sys_artifacts.from_int8(int8, sys_artifacts.SystemOptsConfig(static_pool=True, lazy_weights=True),
                                    weight_path=tmp_path_factory.mktemp("bench-int8") / "w.harw")
-    run = {"int8-static-pool-session": lambda: static.session.run(window),
-           "int8-static-pool+lazy-weights": lambda: lazy.session.run(window)}
+    run = {"int8-static-pool-numpy": lambda: numpy_pool.session.run(window),
+           "int8-static-pool-c": lambda: c_pool.session.run(window),
+           "int8-static-pool-c+lazy-weights": lambda: lazy.session.run(window)}
     yield run, intref.dequantize_output(int8.program, intref.run(int8.program, window[None]))[0]
     lazy.close()
 
