@@ -13,7 +13,6 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
-import torch
 from sklearn.ensemble import RandomForestClassifier
 from sklearn.impute import SimpleImputer
 from torch import nn

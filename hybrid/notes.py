@@ -128,7 +128,7 @@ def _reading_lines(rows: list[dict]) -> list[str]:
 def render(runner, rows: list[dict], figures: list[str]) -> str:
     s = runner.s
     lines = ["# Hybrid: model-centric and system-level memory optimisations, alone and combined", "",
-             f"Produced by `python -m hybrid.run` (settings in `run.json`). Tables: `summary.csv` (one row per variant), "
+             "Produced by `python -m hybrid.run` (settings in `run.json`). Tables: `summary.csv` (one row per variant), "
              "`folds.csv` (per fold: accuracy and every byte field). Memory profiles: `flamegraphs/<variant>.html` "
              "(memray, fold 0).", ""]
     lines += _data_lines(runner) + _protocol_lines(runner)

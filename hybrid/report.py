@@ -148,7 +148,6 @@ def byte_equality(fold_rows: list[dict], configs: dict) -> tuple[list[str], list
 def write_report(runner) -> Path:
     from hybrid import notes, plots
     out, rows, s = runner.out, runner.state.rows, runner.s
-    d = runner.data
     split = rows[0]["split"] if rows else ""
     title = f"{s.dataset}/{s.activities}, {split}, seed {s.seed}"
     figs = []

@@ -30,7 +30,8 @@ import numpy as np
 from har.errors import BadDataError
 from system_opts import cbuild
 from system_opts.buffer_pool import BufferSpec
-from system_opts.buffer_pool_int8 import Int8Session, device_tensors
+from system_opts.buffer_pool_int8 import Int8Session
+from system_opts.int8_layout import device_tensors
 
 # dtypes a kernel reads its arrays as; anything else would be silently misread through a pointer
 _PARAM_DTYPES = {"quantize_input": ("float32", "float32"),

@@ -10,7 +10,7 @@ Two memories, each planned with `system_opts.planner` (greedy, 16-byte alignment
   which exist only because numpy has no fused int8 kernels. `host_constant_bytes` counts what is derived
   once from in-memory weights: float weight copies and per-channel values repeated over the output rows
   (tiles: numpy allocates an iterator for every broadcasting ufunc, so operands must match in shape).
-Steps of `Int8Session(program)`:
+Steps of `Int8Session(program)` (buffers laid out by `system_opts.int8_layout`):
 1. Layout (channel-last rows, as `system_opts.buffer_pool`): a tensor read by a conv with padding p gets p
    halo rows each side, filled with the input zero point (== zero padding of the real input) by that conv
    before it reads. A conv output read by a k-wide max pool is stored phase-major (rows t = 0 mod k, then
@@ -52,19 +52,14 @@ from numpy.lib.stride_tricks import as_strided
 
 from har.errors import BadDataError, BadOptionError
 from har.measure.artifact import TensorLife
-from system_opts.buffer_pool import BufferSpec
 from system_opts.flatten import FlatProgram
+from system_opts.int8_layout import TILES, make_arena, nk_layout, numpy_layout
 from system_opts.kernels import DictWeights, WeightSource
-from system_opts.planner import DEFAULT_ALIGNMENT_BYTES, MemoryPlan, plan_buffers
+from system_opts.planner import DEFAULT_ALIGNMENT_BYTES, plan_buffers
 
-_ARENA_BASE_ALIGN_BYTES = 64
-F32_EXACT_TERMS = (1 << 24) // (255 * 128)
 KINDS = ("quantize_input", "conv1d_q", "linear_q", "maxpool1d", "global_avg_pool_q", "dequantize")
 _I64 = np.int64
 _REQUANT = ("conv1d_q", "linear_q", "global_avg_pool_q")
-# per-channel int64 rows derived by prepare: multiplier, left, right (e), half, shift (31 + e), neg; the
-# tiles repeat some of them over the output rows
-_TILES = ("mul", "half", "shift", "neg", "left")
 
 
 def _c(value, dtype) -> np.ndarray:
@@ -80,104 +75,6 @@ class Int8PoolConfig:
     # C kernels only: convs with K * C_in below this run time-major (faster; int16 + int32 scratch in
     # the arena), the others as dot products; 0 = smallest arena
     time_major_max_terms: int = 64
-
-
-def _ftype(terms: int) -> str:
-    return "float32" if terms <= F32_EXACT_TERMS else "float64"
-
-
-def _nk(c_out: int, rows: int) -> bool:
-    # OpenBLAS's small-matrix SGEMM mallocs a packing buffer for such column tails in the non-transposed
-    # case (measured in system_opts.flatten); a 1-row product goes to GEMV, which does not
-    return rows > 1 and 1 <= c_out % 16 <= 8
-
-
-def device_tensors(program: FlatProgram) -> tuple[list[BufferSpec], dict, dict]:
-    """Device buffers of the program's tensors (halo rows, phase-major conv outputs shared with their
-    pool, step 1 of the module docstring), the (buffer, first row, rows) of each tensor and the phase
-    count of each conv output stored phase-major."""
-    ops, tensors = program.ops, program.tensors
-    last = len(ops) - 1
-    producer = {op.output: i for i, op in enumerate(ops)}
-    consumer = {op.input: i for i, op in enumerate(ops)}
-    pooled = {op.input: op.output for op in ops
-              if op.kind == "maxpool1d" and op.input in producer and ops[producer[op.input]].kind == "conv1d_q"}
-    device: list[BufferSpec] = []
-    place: dict[int, tuple[int, int, int]] = {}
-    phases: dict[int, int] = {}
-    for t, spec in enumerate(tensors):
-        if t in pooled.values():
-            continue  # lives in its conv input's buffer
-        end = pooled.get(t, t)
-        cons = consumer.get(end)
-        lead = ops[cons].attrs["padding"] if cons is not None and ops[cons].kind == "conv1d_q" else 0
-        b = len(device)
-        if len(spec.shape) == 1:
-            rows, cols, n = 1, spec.shape[0], 1
-            place[t] = (b, 0, 1)
-        elif end != t:
-            k = ops[consumer[t]].attrs["kernel_size"]
-            t_out, cols = tensors[end].shape
-            n = t_out * k  # floor mode: the pool never reads the remainder rows, so they are not computed
-            rows = lead + max(n, t_out + lead)
-            place[t], place[end], phases[t] = (b, lead, n), (b, lead, t_out), k
-        else:
-            n, cols = spec.shape
-            rows = lead + n + lead
-            place[t] = (b, lead, n)
-        device.append(BufferSpec(spec.name, rows, cols, spec.dtype, producer.get(t, 0),
-                                 consumer.get(end, last), lead, n, phases.get(t, 1)))
-    return device, place, phases
-
-
-def _layout(program: FlatProgram, left_shifts: set[str]):
-    """`device_tensors` plus, per op, the numpy kernels' device accumulator, host work buffers and
-    prepared-weight buffers (written by `prepare`)."""
-    ops, tensors = program.ops, program.tensors
-    device, place, phases = device_tensors(program)
-    host: list[BufferSpec] = []
-    prepared: list[BufferSpec] = []
-
-    def buf(name: str, rows: int, cols: int, dtype: str, i: int, into: list[BufferSpec]) -> None:
-        into.append(BufferSpec(name, rows, cols, dtype, i, i))
-
-    for i, op in enumerate(ops):
-        name, out_shape = op.name, tensors[op.output].shape
-        if op.kind == "quantize_input":
-            for key in ("inv_scale", "offset"):
-                buf(f"{name}.{key}", *out_shape, "float32", i, prepared)
-            continue
-        if op.kind in ("conv1d_q", "linear_q"):
-            rows, c_out = (place[op.output][2], out_shape[1]) if op.kind == "conv1d_q" else (1, out_shape[0])
-            terms = op.attrs.get("kernel_size", 1) * tensors[op.input].shape[-1]
-            ft = _ftype(terms)
-            buf(f"{name}.cols", rows, terms, ft, i, host)
-            buf(f"{name}.wf", *((c_out, terms) if _nk(c_out, rows) else (terms, c_out)), ft, i, prepared)
-            buf(f"{name}.bias", rows, c_out, "int32", i, prepared)
-        elif op.kind == "global_avg_pool_q":
-            rows, c_out = 1, out_shape[0]
-            ft = _ftype(op.attrs["length"])
-            buf(f"{name}.cols", *tensors[op.input].shape, ft, i, host)
-        else:
-            continue
-        buf(f"{name}.acc", rows, c_out, "int32", i, device)
-        buf(f"{name}.accf", rows, c_out, ft, i, host)
-        buf(f"{name}.x64", rows, c_out, "int64", i, host)
-        buf(f"{name}.t64", rows, c_out, "int64", i, host)
-        n_ch = 2 if op.kind == "global_avg_pool_q" else c_out  # 2: numpy mallocs for ufuncs on 1 element
-        buf(f"{name}.rows", 6, n_ch, "int64", i, prepared)
-        for key in _TILES if name in left_shifts else _TILES[:-1]:
-            buf(f"{name}.{key}", rows, c_out, "int64", i, prepared)
-    return device, host, prepared, place, phases
-
-
-def _arena(specs: list[BufferSpec], plan: MemoryPlan) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    raw = np.zeros(plan.arena_bytes + _ARENA_BASE_ALIGN_BYTES, dtype=np.uint8)
-    base = -raw.ctypes.data % _ARENA_BASE_ALIGN_BYTES
-    arena = raw[base:base + plan.arena_bytes]
-    views = {s.name: arena[p.offset_bytes:p.offset_bytes + s.size_bytes].view(s.dtype).reshape(s.rows, s.cols)
-             for s, p in zip(specs, plan.buffers)}
-    return arena, views
 
 
 def _nothing() -> None:
@@ -227,13 +124,13 @@ class Int8Session:
         self.weights = DictWeights(weights) if isinstance(weights, Mapping) else weights
         self.buffers, host, prepared, self._place, self._phases = self._layout()
         self.plan = plan_buffers(self.buffers, config.planner, config.alignment_bytes)
-        self.arena, self._views = _arena(self.buffers, self.plan)
+        self.arena, self._views = make_arena(self.buffers, self.plan)
         # in-memory weights are prepared once into constants; lazily read ones per op into host scratch
         self.constants = {s.name: np.zeros((s.rows, s.cols), s.dtype) for s in prepared} if self._static else {}
         self.host_buffers = host if self._static else host + prepared
         # numpy needs aligned int64 / float views whatever alignment the device plan is given
         self.host_plan = plan_buffers(self.host_buffers, config.planner, max(config.alignment_bytes, 16))
-        self.host_arena, host_views = _arena(self.host_buffers, self.host_plan)
+        self.host_arena, host_views = make_arena(self.host_buffers, self.host_plan)
         self._views.update(host_views)
         self._views.update(self.constants)
         self._ops = [(*self._bind(op), op.params) for op in program.ops]
@@ -247,7 +144,7 @@ class Int8Session:
         self.logits = self._data(last_q).reshape(program.tensors[last_q].shape)
 
     def _layout(self):
-        return _layout(self.program, self._left_shifts())
+        return numpy_layout(self.program, self._left_shifts())
 
     def _left_shifts(self) -> set[str]:
         """Ops with a positive shift somewhere (only they get the left-shift steps); checks multipliers."""
@@ -327,7 +224,7 @@ class Int8Session:
 
             def run_gap():
                 np.copyto(cols, x)
-                np.dot(ones, cols, out=accf)  # a sum of int8 values: exact (see _ftype)
+                np.dot(ones, cols, out=accf)  # a sum of int8 values: exact (see float_type)
                 np.copyto(acc, accf, casting="unsafe")
                 np.subtract(acc, tzp, out=acc)
                 requant(acc)
@@ -356,7 +253,7 @@ class Int8Session:
         name, attrs, v = op.name, op.attrs, self._views
         x64, t64 = v[f"{name}.x64"], v[f"{name}.t64"]
         has_left = f"{name}.left" in v
-        tiles = [v[f"{name}.{key}"] for key in (_TILES if has_left else _TILES[:-1])]
+        tiles = [v[f"{name}.{key}"] for key in (TILES if has_left else TILES[:-1])]
         mul, half, shift, neg = tiles[:4]
         left = tiles[4] if has_left else None
         m, s, e, h, big_e, nz = v[f"{name}.rows"]
@@ -412,7 +309,7 @@ class Int8Session:
         cols, accf, acc, wf = v[f"{name}.cols"], v[f"{name}.accf"], v[f"{name}.acc"], v[f"{name}.wf"]
         bias_tile = v[f"{name}.bias"]
         fill_bias = _filler(bias_tile)
-        nk = _nk(acc.shape[1], acc.shape[0])  # wf was laid out by the same rule
+        nk = nk_layout(acc.shape[1], acc.shape[0])  # wf was laid out by the same rule
         zp = _c(attrs["input_zero_point"], cols.dtype)
         copies, halo, zp8 = [], None, _c(attrs["input_zero_point"], np.int8)
         if op.kind == "conv1d_q":
