@@ -100,8 +100,8 @@ def _reading_lines(rows: list[dict]) -> list[str]:
     if {"model-all", "hybrid"} <= names:
         out.append("- **model-all vs hybrid**: the same int8 program per fold (same accuracy). model-all runs the numpy "
                    "integer reference, which has no memory plan: its deployable bytes add the logical activation peak "
-                   "(int8 tensors and the float input) and leave out the int32 accumulators and conv halo rows a real "
-                   "int8 kernel needs. The hybrid's planned arena includes them, so it is the figure to hold against "
+                   "(int8 tensors and the float input) and leave out the conv halo rows and the kernel scratch "
+                   "(int16 and int32 rows of the time-major convs) a real int8 kernel needs. The hybrid's planned arena includes them, so it is the figure to hold against "
                    "a device, and it runs with 0 heap allocations.")
     if {"hybrid", "static-pool", "system-all"} <= names:
         by = {r["variant"]: r for r in rows}
