@@ -38,7 +38,7 @@ _PARAM_DTYPES = {"quantize_input": ("float32", "float32"),
                  "conv1d_q": ("int8", "int32", "int32", "int8"),
                  "linear_q": ("int8", "int32", "int32", "int8"),
                  "global_avg_pool_q": ("int32", "int8")}
-_FIRST_WEIGHT_SLOT = {"quantize_input": 2, "conv1d_q": 2, "linear_q": 2, "global_avg_pool_q": 2}
+_WEIGHT_SLOT = 2  # p[0], p[1] are the op's input and output; its arrays follow in `op.params` order
 
 
 def _address(a: np.ndarray) -> int:
@@ -102,7 +102,7 @@ class CInt8Session(Int8Session):
         entry.kind = cbuild.KIND["gemm" if op.kind in ("conv1d_q", "linear_q") else op.kind]
         entry.i[:len(ints)] = [int(v) for v in ints]
         entry.p[:len(ptrs)] = ptrs
-        dtypes, slot = _PARAM_DTYPES.get(op.kind, ()), _FIRST_WEIGHT_SLOT.get(op.kind, 0)
+        dtypes = _PARAM_DTYPES.get(op.kind, ())
         keep = self._static
         lib, ref = self._lib, ctypes.byref(entry)
 
@@ -111,7 +111,7 @@ class CInt8Session(Int8Session):
                 if a.dtype != dt or not a.flags.c_contiguous:
                     raise BadDataError(f"{op.name}: array {op.params[j]} is {a.dtype}"
                                        f"{'' if a.flags.c_contiguous else ' (strided)'}, the C kernel reads {dt}")
-                entry.p[slot + j] = _address(a)
+                entry.p[_WEIGHT_SLOT + j] = _address(a)
             if keep:
                 self._keep.extend(arrays)  # the table points into them for the session's life
 
