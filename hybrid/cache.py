@@ -5,6 +5,13 @@ A stage writes its files into `dir(key)` (each file atomically), then `finish(ke
 without it (a crash mid-stage) is rebuilt over. Keys are hashes of everything that determines the
 result (baseline identity, fold, seed, step configs: `hybrid.pipeline.stage_key`), so a changed option
 makes a new entry instead of reusing a stale one. The default root is `har.paths.cache_dir() / "hybrid"`.
+
+Why hand-written and not `joblib.Memory`: joblib pickles a cached function's results (and hashes its
+arguments by pickling them), and this project's rule is that weights are never unpickled. Each stage
+instead stores its result in its own format (safetensors models, the int8 artifact format, ONNX files)
+and a cache hit reloads it from those files, so a fresh run and a resumed run measure the same bytes.
+joblib also hashes only the decorated function's own code, not the code it calls, so an edit in a
+helper would silently reuse a stale entry.
 Limits: entries are never evicted (delete the folder to reclaim space); the key trusts that library
 versions did not change results in between.
 """

@@ -5,10 +5,11 @@ Steps of `apply`:
    other than the chain, which is why an explicit walker is enough and torch.fx is not needed). Anything
    outside the supported set raises `UnsupportedModuleError` naming the module and its position.
 2. Conv1d (stride 1, dilation 1, groups 1, zero padding) becomes `conv1d`; a following BatchNorm1d is
-   folded into its weight and bias (scale = gamma / sqrt(var + eps), in float64), a following ReLU is
-   fused (flag `relu`). Linear becomes `linear`, also with an optional fused ReLU. MaxPool1d / AvgPool1d
-   (kernel == stride, no padding) become `maxpool1d` / `avgpool1d`, AdaptiveAvgPool1d(1) becomes
-   `global_avg_pool`; Flatten of a vector, Dropout and Identity vanish (eval-mode no-ops).
+   folded into its weight and bias in float64 (`har.bn_fold.fold_bn`, shared with the int8 path), a
+   following ReLU is fused (flag `relu`). Linear becomes `linear`, also with an optional fused ReLU.
+   MaxPool1d / AvgPool1d (kernel == stride, no padding) become `maxpool1d` / `avgpool1d`,
+   AdaptiveAvgPool1d(1) becomes `global_avg_pool`; Flatten of a vector, Dropout and Identity vanish
+   (eval-mode no-ops).
 3. The input Normalizer ((x - mean) / std per channel) is folded into the first conv: weights are divided
    by std per input channel and the bias absorbs -sum(W * mean / std). Zero padding of the *normalised*
    input is the same as padding the *raw* input with the per-channel mean, so the folded conv pads with
@@ -37,6 +38,7 @@ from typing import Mapping
 import numpy as np
 from torch import nn
 
+from har.bn_fold import fold_bn
 from har.errors import BadOptionError, HarError
 from har.windows import Normalizer
 
@@ -161,12 +163,6 @@ def _check_pool(path: str, m: nn.Module) -> int:
     return k
 
 
-def _fold_bn(w: np.ndarray, b: np.ndarray, bn: nn.BatchNorm1d) -> tuple[np.ndarray, np.ndarray]:
-    scale = bn.weight.detach().double().numpy() / np.sqrt(bn.running_var.detach().double().numpy() + bn.eps)
-    b = (b - bn.running_mean.detach().double().numpy()) * scale + bn.bias.detach().double().numpy()
-    return w * scale[:, None, None], b
-
-
 def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, int],
           config: FlattenConfig = FlattenConfig()) -> FlatProgram:
     """Flat program of `model` preceded by `normalizer`, for windows of `input_shape` = (C, T)."""
@@ -209,7 +205,7 @@ def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, 
             b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
             used = 1
             if nxt[:1] == ["BatchNorm1d"]:
-                w, b = _fold_bn(w, b, leaves[i + 1][1])
+                w, b = fold_bn(w, b, leaves[i + 1][1])
                 used += 1
             params = {}
             if fold and not ops:

@@ -3,9 +3,10 @@
 Steps of `fold_model`:
 1. Walk the Sequential in order. A Conv1d (stride 1, dilation 1, groups 1, symmetric zero padding) is
    optionally followed by a BatchNorm1d and then optionally by a ReLU; a Linear optionally by a ReLU.
-2. Fold BatchNorm into the conv: with s = gamma / sqrt(running_var + eps), the conv weight becomes
-   W * s (per output channel) and the bias becomes (b - running_mean) * s + beta (b = 0 for our
-   bias-free convs: BatchNorm provides the bias). Arithmetic in float64, stored as float32.
+2. Fold BatchNorm into the conv with `har.bn_fold.fold_bn` (shared with `system_opts.flatten`): with
+   s = gamma / sqrt(running_var + eps), the conv weight becomes W * s (per output channel) and the bias
+   (b - running_mean) * s + beta (b = 0 for our bias-free convs: BatchNorm provides the bias).
+   Arithmetic in float64, stored as float32.
 3. A ReLU right after a conv/linear is fused into that op (`relu=True`): in int8 it becomes the lower
    clamp of the requantized output, as in TFLite.
 4. MaxPool1d (kernel == stride, no padding, floor mode) and AdaptiveAvgPool1d(1) are kept as ops;
@@ -21,6 +22,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from har.bn_fold import fold_bn
 from har.errors import HarError
 
 
@@ -82,9 +84,7 @@ def fold_model(model: nn.Sequential) -> list[FloatOp]:
             w = _np(layer.weight)
             b = _np(layer.bias) if layer.bias is not None else np.zeros(w.shape[0])
             if isinstance(nxt, nn.BatchNorm1d):
-                s = _np(nxt.weight) / np.sqrt(_np(nxt.running_var) + nxt.eps)
-                w = w * s[:, None, None]
-                b = (b - _np(nxt.running_mean)) * s + _np(nxt.bias)
+                w, b = fold_bn(w, b, nxt)
                 i += 1
             relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
             ops.append(FloatConv1d(w.astype(np.float32), b.astype(np.float32), pad, relu))
