@@ -22,6 +22,7 @@ from har.model_io import SavedModel
 from har.splits import Fold
 from har.windows import Windows
 from hybrid.cache import StageCache
+from hybrid.codehash import baseline_digest
 
 
 @dataclass(frozen=True)
@@ -34,12 +35,14 @@ class BaselineSpec:
 
     def key(self) -> str:
         doc = {"dataset": self.dataset, "activities": self.activities, "run": asdict(self.run),
-               "data": self.data_digest, "threads": self.train_threads, "format": "hybrid-baseline-v1"}
+               "data": self.data_digest, "threads": self.train_threads, "code": baseline_digest(),
+               "format": "hybrid-baseline-v1"}
         return "baseline-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
 
     def to_dict(self) -> dict:
         return {"dataset": self.dataset, "activities": self.activities, "run": asdict(self.run),
-                "data_digest": self.data_digest, "train_threads": self.train_threads, "key": self.key()}
+                "data_digest": self.data_digest, "train_threads": self.train_threads, "code_digest": baseline_digest(),
+                "key": self.key()}
 
 
 def fold_dir(spec: BaselineSpec, fold: int, cache: StageCache) -> Path:

@@ -22,6 +22,7 @@ from dataclasses import dataclass, field, replace
 from typing import Any
 
 from har.errors import BadOptionError
+from hybrid.codehash import kind_digest
 from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ContrastiveStep, OrtStep, PCAStep, PipelineError,
                           PruneStep, QuantStep, Step, SystemStep, cache_fields, check_steps, step_from_dict,
                           step_to_dict)
@@ -71,8 +72,9 @@ class PipelineConfig:
 
 
 def stage_key(prefix: dict[str, Any], steps: tuple[Step, ...]) -> str:
-    """Cache key of the result of `steps` (all of them) applied under `prefix` (baseline, fold, seed)."""
-    doc = {"prefix": prefix, "steps": [cache_fields(s) for s in steps]}
+    """Cache key of the result of `steps` (all of them) applied under `prefix` (baseline, fold, seed): their
+    configs and the digest of each one's source code (`hybrid.codehash`), so edited code is rebuilt."""
+    doc = {"prefix": prefix, "steps": [cache_fields(s) for s in steps], "code": [kind_digest(s.kind) for s in steps]}
     return hashlib.sha256(json.dumps(doc, sort_keys=True, default=str).encode()).hexdigest()[:20]
 
 
