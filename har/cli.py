@@ -3,10 +3,12 @@ from __future__ import annotations
 
 import argparse
 import platform
+import subprocess
 import sys
 from typing import Callable
 
 from har.errors import HarError
+from har.paths import PROJECT_ROOT
 
 
 class _Parser(argparse.ArgumentParser):
@@ -46,3 +48,13 @@ def versions() -> dict[str, str]:
     import torch
     return {"python": platform.python_version(), "torch": torch.__version__, "numpy": numpy.__version__,
             "scikit-learn": sklearn.__version__}
+
+
+def git_commit(cwd=PROJECT_ROOT, short: bool = False) -> str:
+    """HEAD of the checkout the code runs from ("unknown" outside git); stamps every report."""
+    cmd = ["git", "rev-parse", *(["--short=10"] if short else []), "HEAD"]
+    try:
+        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return "unknown"
+    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"

@@ -4,7 +4,11 @@ Steps of `run_windows`: window the recording, build folds (subject k-fold unless
 is asked for), then per fold: fit the normaliser on training windows, train the CNN with early stopping on
 the validation users, train the RandomForest peer on window statistics of the training and validation
 users (it has no early stopping, so validation users are just more training data for it), score both on
-the test users, and save the fold's CNN. `run_features` does the same for the ARFF feature table with a
+the test users, and save the fold's CNN. The forest sees statistics of the SAME channels as the CNN
+(`rf`); a second forest on raw device-axis statistics (`rf-raw`) shows what the channels buy it.
+`RunConfig.for_dataset` takes the window, channel set and epoch budget that `har.sweep` chose for a
+dataset (`har.defaults`); `val_users` validation users per fold early-stop the CNN and make every
+validation-user choice downstream (4, not 2: with 2 users a choice rests on two people's habits). `run_features` does the same for the ARFF feature table with a
 small MLP instead of the CNN.
 """
 from __future__ import annotations
@@ -36,6 +40,15 @@ class RunConfig:
     split: str = "subject"
     seed: int = 0
     rf_trees: int = 300
+    val_users: int = 4
+
+    @classmethod
+    def for_dataset(cls, dataset: str, **overrides) -> "RunConfig":
+        """The defaults `har.sweep --write-defaults` chose for `dataset` (window, channels, epochs)."""
+        from har.defaults import for_dataset
+        d = for_dataset(dataset)
+        cfg = cls(window=d.window, train=replace(TrainConfig(), epochs=d.epochs))
+        return replace(cfg, **overrides)
 
     def quick(self) -> "RunConfig":
         return replace(self, train=replace(self.train, epochs=6, patience=3), rf_trees=60)
@@ -62,7 +75,7 @@ class ModelResult:
 def make_folds(users: np.ndarray, cfg: RunConfig) -> list[Fold]:
     if cfg.split == "random":
         return random_kfold(len(users), cfg.folds, seed=cfg.seed)
-    return subject_kfold(users, cfg.folds, seed=cfg.seed)
+    return subject_kfold(users, cfg.folds, n_val_users=cfg.val_users, seed=cfg.seed)
 
 
 def train_fold_cnn(win: Windows, fold: Fold, cfg: RunConfig, progress: bool = True
@@ -78,10 +91,12 @@ def train_fold_cnn(win: Windows, fold: Fold, cfg: RunConfig, progress: bool = Tr
 
 def run_windows(win: Windows, raw_xyz: np.ndarray, cfg: RunConfig, out: Path | None,
                 progress: bool = True) -> tuple[dict[str, ModelResult], list[Fold]]:
-    """CNN and RF over the folds; `raw_xyz` (N, 3, T) are the same windows on device axes for the RF."""
+    """CNN and RFs over the folds; `raw_xyz` (N, 3, T) are the same windows on device axes (`rf-raw`)."""
     folds = make_folds(win.user, cfg)
-    cnn, rf = ModelResult("cnn"), ModelResult("rf")
-    stats = window_stats(raw_xyz)
+    cnn = ModelResult("cnn")
+    forests = {"rf": (ModelResult("rf"), window_stats(win.x, win.config.channels))}
+    if win.config.channels != "raw":
+        forests["rf-raw"] = (ModelResult("rf-raw"), window_stats(raw_xyz, "raw"))
     k = len(win.classes)
     for fold in tqdm(folds, desc="folds", disable=not progress):
         model, norm = train_fold_cnn(win, fold, cfg, progress)
@@ -93,9 +108,10 @@ def run_windows(win: Windows, raw_xyz: np.ndarray, cfg: RunConfig, out: Path | N
                           extra={"fold": fold.index, "test_users": list(fold.test_users),
                                  "val_users": list(fold.val_users), "split": cfg.split, "seed": cfg.seed})
         fit_idx = np.concatenate([fold.train_idx, fold.val_idx])
-        pred = forest_predict(stats[fit_idx], win.y[fit_idx], stats[fold.test_idx], cfg)
-        rf.folds.append(score(win.y[fold.test_idx], pred, k))
-    return {"cnn": cnn, "rf": rf}, folds
+        for result, stats in forests.values():
+            pred = forest_predict(stats[fit_idx], win.y[fit_idx], stats[fold.test_idx], cfg)
+            result.folds.append(score(win.y[fold.test_idx], pred, k))
+    return {"cnn": cnn, **{name: r for name, (r, _) in forests.items()}}, folds
 
 
 def forest_predict(x_fit: np.ndarray, y_fit: np.ndarray, x_test: np.ndarray, cfg: RunConfig) -> np.ndarray:

@@ -10,22 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import json
-import subprocess
 from pathlib import Path
 
-from har.cli import versions as har_versions
+from har.cli import git_commit, versions as har_versions  # noqa: F401 -- git_commit re-exported
 from har.datasets.download import sha256_file
 from har.errors import BadOptionError
-from har.paths import PROJECT_ROOT, atomic_write_text
+from har.paths import atomic_write_text
 
 def data_files(dataset: str, root: Path) -> list[Path]:
-    if dataset == "wisdm2019":
+    from har.datasets import WISDM2019_DEVICES
+    if dataset in WISDM2019_DEVICES:
         from har.datasets import wisdm2019
-        return wisdm2019.find_files(root)
+        return wisdm2019.find_files(root, device=WISDM2019_DEVICES[dataset])
     if dataset == "wisdm":
         from har.datasets import wisdm_v11
         return [wisdm_v11.find_raw_file(root)]
-    raise BadOptionError(f"hybrid.run needs a raw-signal dataset (wisdm2019 or wisdm), not {dataset!r}")
+    raise BadOptionError(f"hybrid.run needs a raw-signal dataset (wisdm2019, wisdm2019-watch or wisdm), not {dataset!r}")
 
 
 
@@ -52,14 +52,6 @@ def checksums(files: list[Path], cache_file: Path | None = None) -> dict[str, st
 
 def data_digest(sums: dict[str, str]) -> str:
     return hashlib.sha256(json.dumps(sums, sort_keys=True).encode()).hexdigest()
-
-
-def git_commit(cwd: Path = PROJECT_ROOT) -> str:
-    try:
-        done = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, timeout=10)
-    except (OSError, subprocess.SubprocessError):
-        return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
 
 
 def versions() -> dict[str, str | None]:

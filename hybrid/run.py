@@ -23,7 +23,7 @@ from hybrid.pipeline import VARIANTS, preset
 def build_parser():
     p = parser("hybrid.run", "Every memory technique alone and combined on held-out users: summary.csv, report.md, "
                              "plots, memray flame graphs.")
-    p.add_argument("--dataset", default=datasets.DEFAULT_DATASET, help="wisdm2019 (default) or wisdm")
+    p.add_argument("--dataset", default=datasets.DEFAULT_DATASET, help="wisdm2019 (phone, default), wisdm2019-watch or wisdm")
     p.add_argument("--activities", default=datasets.DEFAULT_ACTIVITIES, help="locomotion | all")
     p.add_argument("--data-dir", default=None, help="data root (else $HAR_DATA_DIR, else ./data)")
     p.add_argument("--out", default=None, help="output directory (default: reports/<timestamp>/)")
