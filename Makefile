@@ -1,5 +1,7 @@
 # Two commands matter: `make run` (the main job) and `make test` (the suite).
-# Both create or update the local virtual environment on first use.
+# Both create or update the local virtual environment on first use, then make sure the default
+# dataset (WISDM-2019 phone accelerometer) is under the data root ($HAR_DATA_DIR, else ./data):
+# nothing is fetched when it is there; otherwise one checksummed download, or one error line + exit 2.
 PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
@@ -16,9 +18,11 @@ $(STAMP): pyproject.toml
 venv: $(STAMP)
 
 run: $(STAMP)
+	$(PY) -m har.data ensure wisdm2019
 	$(PY) -m hybrid.run --dataset wisdm2019 --activities locomotion --out reports/latest
 
 test: $(STAMP)
+	$(PY) -m har.data ensure wisdm2019
 	$(PY) -m pytest -q tests --benchmark-disable
 
 bench: $(STAMP)

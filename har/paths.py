@@ -22,6 +22,17 @@ def data_root(flag: str | os.PathLike | None = None) -> Path:
     return PROJECT_ROOT / "data"
 
 
+def missing_data_hint(dataset: str, root: str | os.PathLike | None = None) -> str:
+    """The remedy every missing-data message ends with (one line): where to point, what to run.
+
+    `dataset` is the `python -m har.data download` name (`wisdm` or `wisdm2019`); with `root`, the
+    command installs into that root, so it can be pasted as is.
+    """
+    where = f" --data-dir {root}" if root is not None else ""
+    return (f"point --data-dir or ${ENV_VAR} at a folder that has it, or run "
+            f"`python -m har.data download {dataset}{where}` (offline: add --archive FILE)")
+
+
 def cache_dir() -> Path:
     """Parsed-data cache; `$HAR_CACHE_DIR` overrides the project-local default."""
     return Path(os.environ.get("HAR_CACHE_DIR", PROJECT_ROOT / ".cache"))

@@ -31,6 +31,7 @@ from pathlib import Path
 import numpy as np
 
 from har.errors import BadDataError, DataNotFoundError
+from har.paths import missing_data_hint
 
 FILE_NAME = "WISDM_ar_v1.1_transformed.arff"
 ACCEPTED_NAMES: tuple[str, ...] = (FILE_NAME + ".gz", FILE_NAME)
@@ -155,7 +156,7 @@ def load(path: str | Path) -> FeatureTable:
         if data[:2] == b"\x1f\x8b":
             data = gzip.decompress(data)
     except FileNotFoundError:
-        raise DataNotFoundError(f"WISDM v1.1 feature file not found: {path}") from None
+        raise DataNotFoundError(f"WISDM v1.1 feature file not found: {path}; {missing_data_hint('wisdm')}") from None
     except (OSError, EOFError, zlib.error) as exc:
         raise BadDataError(f"cannot read {path}: {exc}") from None
     try:
@@ -172,4 +173,4 @@ def find_features_file(root: str | Path) -> Path:
         if (folder / name).is_file():
             return folder / name
     raise DataNotFoundError(f"WISDM v1.1 feature file not found: expected {folder / FILE_NAME} "
-                            f"(or .gz); run `python -m har.data download wisdm`")
+                            f"(or .gz); {missing_data_hint('wisdm', root)}")

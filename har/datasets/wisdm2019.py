@@ -35,7 +35,7 @@ import pandas as pd
 
 from har.datasets.base import Recording
 from har.errors import BadDataError, DataNotFoundError
-from har.paths import atomic_write_bytes, cache_dir
+from har.paths import atomic_write_bytes, cache_dir, missing_data_hint
 
 CODES = "ABCDEFGHIJKLMOPQRS"  # no N in the official key
 ACTIVITIES = ("walking", "jogging", "stairs", "sitting", "standing", "typing", "teeth", "soup", "chips",
@@ -63,7 +63,7 @@ def find_files(root: Path, sensor: str = "accel", device: str = "phone") -> list
             if by_subject:
                 return [by_subject[k] for k in sorted(by_subject)]
     raise DataNotFoundError(f"no WISDM-2019 {device} {sensor} files (data_<id>_{sensor}_{device}.txt[.xz]) "
-                            f"in {candidates[0]}")
+                            f"in {candidates[0]}; {missing_data_hint('wisdm2019', root)}")
 
 
 def _read_bytes(path: Path) -> bytes:

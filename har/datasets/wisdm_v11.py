@@ -62,6 +62,7 @@ import numpy as np
 
 from har.datasets.base import Recording
 from har.errors import BadDataError, DataNotFoundError
+from har.paths import missing_data_hint
 
 ACTIVITIES: tuple[str, ...] = ("Walking", "Jogging", "Upstairs", "Downstairs", "Sitting", "Standing")
 SAMPLE_RATE_HZ = 20.0
@@ -239,7 +240,7 @@ def _read_raw_bytes(path: Path) -> tuple[bytes, str]:
         return path.read_bytes(), str(path)
     except (OSError, EOFError, tarfile.TarError, lzma.LZMAError, zlib.error) as exc:
         if isinstance(exc, FileNotFoundError):
-            raise DataNotFoundError(f"WISDM v1.1 raw file not found: {path}") from None
+            raise DataNotFoundError(f"WISDM v1.1 raw file not found: {path}; {missing_data_hint('wisdm')}") from None
         raise BadDataError(f"cannot read {path}: {exc}") from None
 
 
@@ -251,7 +252,8 @@ def load(path: str | Path) -> Recording:
     """
     path = Path(path)
     if path.is_dir():
-        raise DataNotFoundError(f"{path} is a directory; expected the file {RAW_NAME} (or .gz/.xz/tarball)")
+        raise DataNotFoundError(f"{path} is a directory; expected the file {RAW_NAME} (or .gz/.xz/tarball); "
+                                f"{missing_data_hint('wisdm')}")
     data, source = _read_raw_bytes(path)
     if data.startswith(b"\xef\xbb\xbf"):  # UTF-8 byte-order mark written by some editors
         data = data[3:]
@@ -270,4 +272,4 @@ def find_raw_file(root: str | Path) -> Path:
             return folder / name
     raise DataNotFoundError(
         f"WISDM v1.1 raw data not found: expected {folder / RAW_NAME} (or .gz, .xz, or {TARBALL_NAME} "
-        f"in that folder); run `python -m har.data download wisdm`")
+        f"in that folder); {missing_data_hint('wisdm', root)}")

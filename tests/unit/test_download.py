@@ -5,6 +5,7 @@ import hashlib
 import io
 import shutil
 import tarfile
+import threading
 import urllib.error
 import zipfile
 from pathlib import Path
@@ -12,7 +13,7 @@ from pathlib import Path
 import pytest
 
 from har import data as cli
-from har.datasets import download, wisdm_v11
+from har.datasets import download, wisdm2019, wisdm_v11
 from har.datasets.download import DownloadError, git_blob_id, install
 
 RAW = b"33,Jogging,49105962326000,-0.6946377,12.680544,0.50395286;\n17,Walking,2,1.0,2.0,3.0;\n"
@@ -167,15 +168,22 @@ def test_real_urllib_fetch_over_file_url(tmp_path: Path, tarball: Path, trust_fi
     assert "--archive <file>" in capsys.readouterr().err
 
 
-def make_wisdm2019_zip(path: Path, accel: dict[str, bytes]) -> Path:
-    """UCI layout: an outer zip holding wisdm-dataset.zip."""
+WATCH_LINE = b"1699,A,90426708196641,7.091625,-0.5916671,8.195502;\n"
+
+
+def make_wisdm2019_zip(path: Path, accel: dict[str, bytes], watch: dict[str, bytes] | None = None) -> Path:
+    """UCI layout: an outer zip holding wisdm-dataset.zip (default watch member: an unknown subject)."""
+    watch = {"data_1699_accel_watch.txt": WATCH_LINE} if watch is None else watch
     inner = io.BytesIO()
     with zipfile.ZipFile(inner, "w") as zf:
         zf.writestr("wisdm-dataset/README.txt", "readme")
         zf.writestr("wisdm-dataset/activity_key.txt", "walking = A")
-        zf.writestr("wisdm-dataset/raw/watch/accel/data_1601_accel_watch.txt", "ignored")
+        zf.writestr("wisdm-dataset/raw/watch/gyro/data_1601_gyro_watch.txt", "not taken")
+        zf.writestr("wisdm-dataset/raw/phone/accel/data_1601_accel_watch.txt", "device mismatch: not taken")
         for name, payload in accel.items():
             zf.writestr(f"wisdm-dataset/raw/phone/accel/{name}", payload)
+        for name, payload in watch.items():
+            zf.writestr(f"wisdm-dataset/raw/watch/accel/{name}", payload)
     with zipfile.ZipFile(path, "w") as zf:
         zf.writestr("WISDM-dataset-description.pdf", "pdf")
         zf.writestr("wisdm-dataset.zip", inner.getvalue())
@@ -185,12 +193,41 @@ def make_wisdm2019_zip(path: Path, accel: dict[str, bytes]) -> Path:
 def test_wisdm2019_layout_from_nested_zip(tmp_path: Path) -> None:
     line = b"1601,A,252207666810782,-0.36476135,8.793503,1.0550842;\n"
     archive = make_wisdm2019_zip(tmp_path / "uci.zip", {"data_1601_accel_phone.txt": line})
-    target = install("wisdm2019", tmp_path / "root", archive=archive, log=lambda _: None)
+    logged: list[str] = []
+    target = install("wisdm2019", tmp_path / "root", archive=archive, log=logged.append)
     files = sorted(str(p.relative_to(target)) for p in target.rglob("*") if p.is_file())
-    assert files == ["README.txt", "activity_key.txt", "phone_accel/data_1601_accel_phone.txt"]
+    assert files == ["README.txt", "activity_key.txt", "phone_accel/data_1601_accel_phone.txt",
+                     "watch_accel/data_1699_accel_watch.txt"]
     assert (target / "phone_accel" / "data_1601_accel_phone.txt").read_bytes() == line
+    assert (target / "watch_accel" / "data_1699_accel_watch.txt").read_bytes() == WATCH_LINE
+    assert "phone accel: 1 subjects, watch accel: 1 subjects" in logged[-1]
     assert archive.is_file()  # a user's own archive is never deleted
     assert sorted(p.name for p in (tmp_path / "root").iterdir()) == ["wisdm2019"]
+    # the loader reads what was installed, for both devices
+    assert [p.name for p in wisdm2019.find_files(tmp_path / "root", "accel", "watch")] == [
+        "data_1699_accel_watch.txt"]
+
+
+def test_wisdm2019_known_watch_subjects_are_checked(tmp_path: Path) -> None:
+    assert len([k for k in download.EXPECTED_BLOBS["wisdm2019"] if k.endswith("_watch.txt")]) == 46
+    assert download.EXPECTED_BLOBS["wisdm2019"]["data_1600_accel_watch.txt"] == \
+        "f1808c93e4a4f952b0e6a52eca690d9ffeb88edd"  # `xz -dc ...1600_accel_watch.txt.xz | git hash-object --stdin`
+    phone = {"data_1699_accel_phone.txt": b"1699,A,1,0.0,0.0,0.0;\n"}
+    archive = make_wisdm2019_zip(tmp_path / "uci.zip", phone, {"data_1600_accel_watch.txt": b"tampered"})
+    with pytest.raises(DownloadError, match="data_1600_accel_watch.txt .* has git blob id"):
+        install("wisdm2019", tmp_path / "root", archive=archive, log=lambda _: None)
+    assert list((tmp_path / "root").iterdir()) == []
+
+
+def test_wisdm2019_watch_blobs_match_the_shared_copy(data_dir: Path) -> None:
+    """The pinned watch ids are those of the real files (46 subjects under $HAR_DATA_DIR)."""
+    import lzma
+    files = wisdm2019.find_files(data_dir, "accel", "watch")
+    assert len(files) == 46
+    for path in files:
+        raw = lzma.decompress(path.read_bytes()) if path.suffix == ".xz" else path.read_bytes()
+        name = path.name.removesuffix(".xz")
+        assert git_blob_id(raw) == download.EXPECTED_BLOBS["wisdm2019"][name], name
 
 
 def test_wisdm2019_known_subject_with_wrong_content_is_refused(tmp_path: Path) -> None:
@@ -211,3 +248,52 @@ def test_info_lists_present_and_missing(tmp_path: Path, tarball: Path, capsys: p
     assert lines[0] == f"data root: {tmp_path}"
     assert "present" in lines[1] and "WISDM_ar_latest.tar.gz" in lines[1]
     assert lines[2].split()[-1] == "missing" and lines[3].split()[-1] == "missing"
+    assert "wisdm2019 watch accel" in lines[4] and lines[4].split()[-1] == "missing"
+
+
+def test_info_lists_watch_accel(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    folder = tmp_path / "wisdm2019" / "watch_accel"
+    folder.mkdir(parents=True)
+    for subject in (1600, 1601):
+        (folder / f"data_{subject}_accel_watch.txt.xz").write_bytes(b"")
+    assert cli.main(["info", "--data-dir", str(tmp_path)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[3].split()[-1] == "missing"  # phone
+    assert lines[4].endswith(f"present  2 subject files in {folder}")
+
+
+def test_fetch_url_streams_with_a_progress_bar(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    source = tmp_path / "src.bin"
+    source.write_bytes(b"x" * (3 * (1 << 20) + 5))  # more than one chunk
+    bars: list[dict] = []
+    real_tqdm = download.tqdm
+
+    def recording_tqdm(*args, **kwargs):
+        assert kwargs["disable"] is None  # shown on a terminal only
+        bar = real_tqdm(*args, **{**kwargs, "disable": False, "file": io.StringIO()})  # force it on here
+        bars.append({"total": kwargs.get("total"), "bar": bar})
+        return bar
+
+    monkeypatch.setattr(download, "tqdm", recording_tqdm)
+    download.fetch_url(source.as_uri(), tmp_path / "out.bin")
+    assert (tmp_path / "out.bin").read_bytes() == source.read_bytes()
+    assert bars[0]["total"] == source.stat().st_size and bars[0]["bar"].n == source.stat().st_size
+
+
+def test_name_lookup_that_hangs_fails_fast(monkeypatch: pytest.MonkeyPatch) -> None:
+    import time
+    release = threading.Event()
+
+    def hanging_lookup(*args, **kwargs):
+        release.wait(10)
+        raise OSError("released")
+
+    monkeypatch.setattr(download.socket, "getaddrinfo", hanging_lookup)
+    monkeypatch.setattr(download, "CONNECT_TIMEOUT_S", 0.2)
+    t0 = time.perf_counter()
+    try:
+        with pytest.raises(urllib.error.URLError, match="name lookup of example.invalid timed out"):
+            download.fetch_url("https://example.invalid/x.zip", Path("/nonexistent/never-written"))
+    finally:
+        release.set()
+    assert time.perf_counter() - t0 < 2
