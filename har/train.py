@@ -11,12 +11,12 @@ from pathlib import Path
 
 import numpy as np
 
-from har import datasets
+from har import datasets, defaults
 from har.cli import parser, run_cli, versions
 from har.experiment import RunConfig, run_features, run_windows, windows_for
 from har.paths import atomic_write_text, data_root
 from har.plots import confusion_png
-from har.training import bound_threads
+from har.training import TrainConfig, bound_threads
 from har.windows import CHANNEL_SETS, WindowConfig
 
 
@@ -31,10 +31,12 @@ def build_parser():
                    help="subject-independent k-fold (default) or a LEAKY random-window split")
     p.add_argument("--folds", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--window", type=int, default=WindowConfig.length, help="window length in samples")
+    p.add_argument("--window", type=int, default=None,
+                   help="window length in samples (default: the dataset's, chosen by `har.sweep`)")
     p.add_argument("--step", type=int, default=None, help="window step in samples (default: half the window)")
-    p.add_argument("--channels", default=WindowConfig.channels, choices=sorted(CHANNEL_SETS))
-    p.add_argument("--epochs", type=int, default=None)
+    p.add_argument("--channels", default=None, choices=sorted(CHANNEL_SETS),
+                   help="channel set (default: the dataset's, chosen by `har.sweep`)")
+    p.add_argument("--epochs", type=int, default=None, help="max epochs (default: the dataset's, chosen by `har.sweep`)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -48,8 +50,12 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     bound_threads()
     root = data_root(args.data_dir)
-    window = WindowConfig(length=args.window, step=args.step or max(1, args.window // 2), channels=args.channels)
-    cfg = RunConfig(window=window, folds=args.folds, split=args.split, seed=args.seed)
+    chosen = defaults.for_dataset(args.dataset)
+    length = args.window or chosen.window.length
+    step = args.step or (chosen.window.step if args.window is None else max(1, length // 2))
+    window = WindowConfig(length=length, step=step, channels=args.channels or chosen.window.channels)
+    cfg = RunConfig(window=window, train=replace(TrainConfig(), epochs=chosen.epochs), folds=args.folds,
+                    split=args.split, seed=args.seed)
     cfg = cfg.quick() if args.quick else cfg
     if args.epochs:
         cfg = replace(cfg, train=replace(cfg.train, epochs=args.epochs))
@@ -72,7 +78,8 @@ def _run(args) -> int:
         "split": args.split, "leaky": args.split == "random", "folds": args.folds,
         "fold_test_users": [list(f.test_users) for f in folds], "window": window.to_dict(),
         "n_windows": n_items, "rejected_records": rejects, "seed": args.seed, "quick": args.quick,
-        "train": cfg.train.to_dict(), "versions": versions(),
+        "train": cfg.train.to_dict(), "versions": versions(), "val_users": cfg.val_users,
+        "defaults_source": chosen.source,
         "models": {name: r.summary() for name, r in results.items()},
     }
     main_model = "cnn" if "cnn" in results else "mlp"

@@ -24,8 +24,7 @@ from tqdm.auto import tqdm
 
 @dataclass(frozen=True)
 class TrainConfig:
-    # 12 one-cycle epochs: longer schedules fit the training users better and the held-out users
-    # worse (4-fold subject CV: 20 epochs 0.863, 12 epochs 0.877; see README)
+    # the fallback budget; each dataset's own is chosen by `har.sweep` on validation users (har/defaults.json)
     epochs: int = 12
     batch_size: int = 64
     lr: float = 3e-3

@@ -12,8 +12,9 @@ Steps of `search(config, runner, out)`:
 3. Otherwise only the fitting points are built, on fold 0 only (to keep the search bounded): the fp32
    network of those widths trained like the baseline (cached; the baseline's own widths reuse it), pruned,
    quantized, wrapped (`hybrid.pipeline.Pipeline`, stage-cached).
-4. Rank by accuracy on fold 0's VALIDATION users (ties: fewer bytes), report the winner's accuracy on
-   fold 0's TEST users. Test users never influence the ranking.
+4. Rank by accuracy on fold 0's VALIDATION users (ties: fewer bytes); only then is the winner scored on
+   fold 0's TEST users. No other point is ever scored on test users (`budget.csv`: validation accuracy
+   for every trained point, test accuracy for the chosen one only).
 Outputs: `budget.csv` (every grid point) and a dict (rows, winner, one-line verdict) for `run.json`/report.
 """
 from __future__ import annotations
@@ -102,6 +103,20 @@ def budget_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
+def _test_accuracy(runner, row: dict, k: int) -> float:
+    """The chosen point (re-loaded from the stage cache) scored on fold `k`'s test users."""
+    ctx = _widths_context(runner, tuple(row["widths"]), k)
+    built = Pipeline(point_pipeline(tuple(row["widths"]), row["ratio"], row["method"], runner.s.quick)).build(
+        ctx, runner.cache)
+    try:
+        test = ctx.fold.test_idx
+        with single_threaded():
+            return measure(built.artifact, ctx.windows.x[test], ctx.windows.y[test],
+                           MeasureConfig.static_only()).accuracy
+    finally:
+        built.close()
+
+
 def search(cfg: BudgetConfig, runner, out: Path) -> dict:
     from model_opts.prune import target_widths
     k = cfg.fold
@@ -126,19 +141,19 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
         built = Pipeline(point_pipeline(tuple(r["widths"]), r["ratio"], r["method"], runner.s.quick)).build(
             ctx, runner.cache)
         try:
-            test = ctx.fold.test_idx
+            val = ctx.fold.val_idx  # bytes do not depend on the windows; test users are not touched here
             with single_threaded():
                 r["val_accuracy"] = val_accuracy(built.artifact, ctx)
-                fp = measure(built.artifact, win.x[test], win.y[test], MeasureConfig.static_only())
-            r["test_accuracy"], r["measured_deployable_bytes"] = fp.accuracy, fp.deployable_bytes
+                fp = measure(built.artifact, win.x[val], win.y[val], MeasureConfig.static_only())
+            r["measured_deployable_bytes"] = fp.deployable_bytes
         finally:
             built.close()
     kib = cfg.budget_bytes / 1024
     protocol = (f"Protocol: fold {k} only (bounded search); grid widths {[tuple(w) for w in cfg.widths]} x prune "
                 f"ratios {list(cfg.ratios)} x {list(cfg.methods)}, each an int8 static pool (the hybrid recipe). "
                 "Bytes come from the architecture (exact: shapes only) and are re-measured after building; only "
-                "fitting points are trained. Ranking by accuracy on the fold's validation users; the test "
-                "accuracy of the winner is reported, never used to choose.")
+                "fitting points are trained. Ranking by accuracy on the fold's validation users; only the "
+                "winner is then scored on test users.")
     if not fitting:
         sized = [r for r in rows if r["deployable_bytes"] is not None]
         small = min(sized, key=lambda r: r["deployable_bytes"])
@@ -149,6 +164,7 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
     else:
         winner = max(fitting, key=lambda r: (r["val_accuracy"], -r["deployable_bytes"]))
         winner["chosen"] = True
+        winner["test_accuracy"] = _test_accuracy(runner, winner, k)  # the one test score of the search
         mismatch = [r for r in fitting if r["measured_deployable_bytes"] != r["deployable_bytes"]]
         line = (f"budget {kib:g} KiB ({cfg.budget_bytes:,} B): best = widths {tuple(winner['widths'])} pruned "
                 f"{winner['ratio']:g} -> {tuple(winner['pruned_widths'])}, {winner['method'].upper()}, int8 static "

@@ -125,11 +125,18 @@ def _quantize(step: QuantStep, state: State, ctx: FoldContext, cache: StageCache
     from model_opts.quant.config import QATConfig, QuantConfig
     meta, d = cache.done(key), cache.dir(key)
     if meta is None:
-        qc = QuantConfig(calibration=step.calibration, calib_windows=step.calib_windows, seed=ctx.step_seed)
+        calibrated, calib_scores = {}, {}
+        for calibration in step.calibrations:
+            qc = QuantConfig(calibration=calibration, calib_windows=step.calib_windows, seed=ctx.step_seed)
+            calibrated[calibration] = (qc, ptq.apply(state.model, state.normalizer, ctx.windows, ctx.fold, qc,
+                                                     name="int8-ptq"))
+            calib_scores[calibration] = val_accuracy(calibrated[calibration][1], ctx)
+        calibration = _best(calib_scores)
+        qc = calibrated[calibration][0]
         built = {}
         for method in step.methods:
             if method == "ptq":
-                built[method] = ptq.apply(state.model, state.normalizer, ctx.windows, ctx.fold, qc, name="int8-ptq")
+                built[method] = calibrated[calibration][1]
             else:
                 cfg = QATConfig(quant=qc, epochs=step.qat_epochs, patience=step.qat_patience, lr=step.qat_lr,
                                 seed=ctx.step_seed)
@@ -137,7 +144,8 @@ def _quantize(step: QuantStep, state: State, ctx: FoldContext, cache: StageCache
         scores = {m: val_accuracy(a, ctx) for m, a in built.items()}
         method = _best(scores)
         qart.save(d, built[method])
-        meta = {"choices": {"method": method, "val_accuracy": scores}}
+        meta = {"choices": {"method": method, "val_accuracy": scores, "calibration": calibration,
+                            "calibration_val_accuracy": calib_scores}}
         cache.finish(key, meta)
     return State(INT8, state.model, state.normalizer, qart.load(d)), meta["choices"]
 

@@ -31,13 +31,15 @@ def _data_lines(runner) -> list[str]:
     used = ", ".join(str(k) for k in d.fold_indices)
     lines = [
         "## What was run", "",
-        f"- **Data**: `{s.dataset}` (phone accelerometer, 20 Hz), activity set `{s.activities}`: "
+        f"- **Data**: `{s.dataset}` ({_DEVICE.get(s.dataset, 'accelerometer')}, 20 Hz), activity set `{s.activities}`: "
         f"{', '.join(d.windows.classes)}; {d.n_samples:,} samples read from {len(d.checksums)} files "
         f"under `{d.root}` (sha256 of each in `run.json`), {len(d.windows):,} windows of {w.length} samples, "
         f"step {w.step}, channels `{w.channels}` ({w.n_channels}).",
         f"- **Split**: subject-independent {len(d.folds)}-fold (`har.splits.subject_kfold`, seed {run.seed}); "
         f"folds used: {used}. Per fold the test users are never seen by training, calibration or any choice; "
-        "2 validation users (taken from the remaining users) early-stop training and make every choice.",
+        f"{run.val_users} validation users (taken from the remaining users) early-stop training and make every "
+        "choice (PTQ calibration and method, PCA's k, the cascade threshold, the budget ranking).",
+        f"- **Defaults**: window, channels and epoch budget from `har/defaults.json`: {_defaults(s.dataset)}.",
         f"- **Baseline**: `CompactCNN1d` widths {tuple(run.model_widths)}, trained per fold as `python -m har.train` "
         f"does (`har.experiment.train_fold_cnn`, up to {run.train.epochs} epochs, patience {run.train.patience}, "
         f"{spec.train_threads} torch thread(s)); cached under key `{spec.key()}`.",
@@ -53,6 +55,15 @@ def _data_lines(runner) -> list[str]:
                      f"{len(f.train_idx):,} / {len(f.val_idx):,} / {len(f.test_idx):,} | "
                      f"{'yes' if f.index in d.fold_indices else 'no'} |")
     return lines + [""]
+
+
+_DEVICE = {"wisdm2019": "phone accelerometer", "wisdm2019-watch": "watch accelerometer",
+           "wisdm": "WISDM v1.1 phone accelerometer"}
+
+
+def _defaults(dataset: str) -> str:
+    from har.defaults import for_dataset
+    return for_dataset(dataset).source
 
 
 def _commit(runner) -> str:

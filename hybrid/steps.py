@@ -13,7 +13,7 @@ quantizes by itself and the cascade's stage 2 is an fp32 `har.model_io` model).
 Steps that choose something (PTQ vs QAT, the PCA dimension k, the cascade threshold) list their candidates
 and choose on the fold's VALIDATION users only (see `hybrid.execute`). `quick()` gives the smoke-run version
 of a step (fewer epochs, same structure). Default epoch budgets are bounded so that the full run fits
-15 minutes on two cores (the baseline recipe itself is 12 one-cycle epochs, see `har.training`).
+15 minutes on two cores (the baseline's epoch budget is the dataset's, chosen by `har.sweep`).
 `cache_fields()` are the fields that determine what the step builds (`OrtStep` builds both ONNX files
 whichever one it returns, so `int8` is left out).
 """
@@ -109,11 +109,13 @@ class PruneStep:
 
 @dataclass(frozen=True)
 class QuantStep:
-    """int8: every method in `methods` is built (PTQ with `calibration`, QAT starting from it) and the one
-    most accurate on the validation users is kept (ties: the earlier method)."""
+    """int8: PTQ is calibrated with every method in `calibrations` and the calibration most accurate on
+    the validation users is kept (ties: the earlier one); then every method in `methods` is built (PTQ
+    with that calibration, QAT starting from it) and the most accurate on the validation users is kept
+    (ties: the earlier method). No calibration or method is fixed from a test-user table."""
 
     methods: tuple[str, ...] = QUANT_METHODS
-    calibration: str = "percentile"
+    calibrations: tuple[str, ...] = ("minmax", "percentile")
     calib_windows: int = 2048
     qat_epochs: int = 8
     qat_patience: int = 3
@@ -128,6 +130,10 @@ class QuantStep:
         if bad or not self.methods:
             raise BadOptionError(f"quantize: methods must be a non-empty subset of {list(QUANT_METHODS)}, "
                                  f"got {list(self.methods)}")
+        from model_opts.quant.config import CALIBRATIONS  # noqa: PLC0415 -- the one list of calibrations
+        if not self.calibrations or any(c not in CALIBRATIONS for c in self.calibrations):
+            raise BadOptionError(f"quantize: calibrations must be a non-empty subset of {list(CALIBRATIONS)}, "
+                                 f"got {list(self.calibrations)}")
         _positive("quantize", calib_windows=self.calib_windows, qat_epochs=self.qat_epochs,
                   qat_patience=self.qat_patience)
 
