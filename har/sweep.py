@@ -108,6 +108,7 @@ def _run(args) -> int:
     out = Path(args.out)
     atomic_write_text(out / "sweep.json", json.dumps(doc, indent=2) + "\n")
     atomic_write_text(out / "sweep.md", render(doc))
+    print(render(doc))
     for s in selections:
         print(f"fold {s.index}: chose {candidate_name(**s.choice)} (inner validation "
               f"{_row(s.stage2, s.choice)['mean']:.3f}); test accuracy of the choice {s.test_accuracy:.3f}")

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from har import datasets, defaults
-from har.cli import parser, run_cli, versions
+from har.cli import git_commit, parser, run_cli, versions
 from har.experiment import RunConfig, run_features, run_windows, windows_for
 from har.paths import atomic_write_text, data_root
 from har.plots import confusion_png
@@ -87,11 +87,37 @@ def _run(args) -> int:
     title = f"{main_model.upper()} {args.dataset}/{args.activities}, split: {split_label}, {args.folds} folds"
     confusion_png(conf, classes, title, out / "confusion.png")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
+    atomic_write_text(out / "results.md", results_md(metrics, argv_line(args)))
     line = "  ".join(f"{n}: acc {m['accuracy_mean']:.3f} f1 {m['macro_f1_mean']:.3f}"
                      for n, m in metrics["models"].items())
     print(f"{args.dataset}/{args.activities} split={split_label} windows={n_items}  {line}  "
           f"-> {out / 'metrics.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0
+
+
+def argv_line(args) -> str:
+    flags = [f"--dataset {args.dataset}"] + (["--quick"] if args.quick else []) + (
+        [f"--split {args.split}"] if args.split != "subject" else [])
+    return "python -m har.train " + " ".join(flags)
+
+
+_ROW_NAMES = {"cnn": "CompactCNN1d", "mlp": "MLP on the ARFF features",
+              "rf": "RandomForest on statistics of the CNN's channels", "rf-raw": "RandomForest on raw-axis statistics"}
+
+
+def results_md(m: dict, command: str) -> str:
+    """The README's table for one dataset: accuracy per model, mean and per fold, stamped."""
+    w = m["window"]
+    lines = [f"`{command}` at commit {git_commit(short=True)}, {time.strftime('%Y-%m-%d')}: {m['dataset']} / "
+             f"{m['activities']}, split {m['split']}{' (LEAKY)' if m['leaky'] else ''}, {m['folds']} folds, "
+             f"{m['n_windows']:,} windows of {w['length']} samples (step {w['step']}, `{w['channels']}`), "
+             f"{m['train']['epochs']} max epochs; defaults: {m['defaults_source']}.", "",
+             "| model | mean accuracy | ± std | macro-F1 | per fold | parameters |", "|---|---:|---:|---:|---|---:|"]
+    for name, r in m["models"].items():
+        lines.append(f"| {_ROW_NAMES.get(name, name)} | {r['accuracy_mean']:.4f} | {r['accuracy_std']:.4f} | "
+                     f"{r['macro_f1_mean']:.4f} | {' / '.join(f'{a:.3f}' for a in r['accuracy_per_fold'])} | "
+                     f"{r.get('param_count', '–')} |")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -5,6 +5,8 @@ the per-fold rows, the choices recorded while building, or the run's data/baseli
 """
 from __future__ import annotations
 
+import time
+
 from har.measure.footprint import BYTE_FIELDS
 from hybrid.report import (VOLATILE_COLUMNS, byte_equality, choices_lines, hybrid_checks, results_table)
 
@@ -43,7 +45,8 @@ def _data_lines(runner) -> list[str]:
         f"- **Baseline**: `CompactCNN1d` widths {tuple(run.model_widths)}, trained per fold as `python -m har.train` "
         f"does (`har.experiment.train_fold_cnn`, up to {run.train.epochs} epochs, patience {run.train.patience}, "
         f"{spec.train_threads} torch thread(s)); cached under key `{spec.key()}`.",
-        f"- **Seed** {s.seed}; git commit `{_commit(runner)}`; package versions in `run.json`.",
+        f"- **Seed** {s.seed}; git commit `{_commit(runner)}`, {time.strftime('%Y-%m-%d')}; package versions in "
+        "`run.json`.",
     ]
     if s.quick:
         lines.append("- **QUICK RUN**: fold 0 only, few epochs everywhere, `MeasureConfig.quick()` (fewer timing "

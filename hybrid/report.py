@@ -106,7 +106,10 @@ def hybrid_checks(rows: list[dict]) -> list[tuple[str, bool, str]]:
 
 def _choice_text(kind: str, c: dict) -> str:
     if kind == "quantize":
-        return f"{c['method'].upper()} (val acc " + ", ".join(f"{m} {v:.3f}" for m, v in c["val_accuracy"].items()) + ")"
+        calib = c.get("calibration_val_accuracy", {})
+        return (f"{c['method'].upper()} (val acc " + ", ".join(f"{m} {v:.3f}" for m, v in c["val_accuracy"].items())
+                + ")" + (f", calibration {c['calibration']} (val acc PTQ " +
+                         ", ".join(f"{k} {v:.3f}" for k, v in calib.items()) + ")" if calib else ""))
     if kind == "pca":
         return f"k={c['k']} (val acc " + ", ".join(f"k{k} {v:.3f}" for k, v in c["val_accuracy"].items()) + ")"
     if kind == "cascade":

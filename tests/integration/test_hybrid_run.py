@@ -125,3 +125,14 @@ def test_missing_data_exits_2_with_one_line(tmp_path, capsys):
                      "--cache-dir", str(tmp_path / "c")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and "no WISDM-2019" in err[0]
+
+
+def test_watch_dataset_runs_with_its_own_files_and_defaults(data_dir, tmp_path):
+    out = tmp_path / "watch"
+    assert run.main(_args(out, tmp_path / "c", data_dir, "--dataset", "wisdm2019-watch", "--variants",
+                          "baseline,hybrid", "--no-flamegraphs")) == 0
+    assert [r["variant"] for r in _rows(out / "summary.csv")] == ["baseline", "hybrid"]
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["data"]["dataset"] == "wisdm2019-watch" and len(meta["data"]["sha256"]) == 46
+    assert all(name.endswith("_accel_watch.txt.xz") for name in meta["data"]["sha256"])
+    assert "watch accelerometer" in (out / "report.md").read_text()

@@ -38,9 +38,13 @@ def test_same_seed_gives_identical_metrics(data_dir, tmp_path):
     a, b = (json.loads((tmp_path / n / "metrics.json").read_text()) for n in ("a", "b"))
     assert a == b
     assert a["split"] == "subject" and not a["leaky"] and a["dataset"] == "wisdm2019"
-    assert set(a["models"]) == {"cnn", "rf"}
+    assert set(a["models"]) == {"cnn", "rf", "rf-raw"}  # the forest on the CNN's channels, and on raw axes
     for key in ("accuracy_mean", "macro_f1_mean", "accuracy_per_fold"):
-        assert key in a["models"]["cnn"] and key in a["models"]["rf"]
+        assert key in a["models"]["cnn"] and key in a["models"]["rf"] and key in a["models"]["rf-raw"]
+    assert a["models"]["rf"] != a["models"]["rf-raw"]
+    assert a["val_users"] == 4 and a["window"]["channels"] != "raw"
+    md = (tmp_path / "a" / "results.md").read_text()
+    assert "python -m har.train --dataset wisdm2019 --quick" in md and "commit" in md and "RandomForest" in md
     assert a["models"]["cnn"]["param_count"] > 0
     assert (tmp_path / "a" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "a" / "fold1" / "model.safetensors").is_file()
@@ -80,3 +84,12 @@ def test_v11_raw_dataset_runs_on_an_exact_format_fixture(tmp_path):
     m = json.loads((out / "metrics.json").read_text())
     assert m["rejected_records"] == {"empty_field": 1}
     assert m["classes"][:2] == ["Walking", "Jogging"]
+
+
+@pytest.mark.slow
+def test_watch_dataset_trains_on_its_46_subjects(data_dir, tmp_path):
+    assert main(FAST + ["--dataset", "wisdm2019-watch", "--data-dir", str(data_dir), "--out", str(tmp_path)]) == 0
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["dataset"] == "wisdm2019-watch" and m["classes"][:2] == ["walking", "jogging"]
+    assert sum(len(u) for u in m["fold_test_users"]) == 46
+    assert m["models"]["cnn"]["accuracy_mean"] > 0.3  # 1 epoch, 2 folds: a smoke test
