@@ -85,6 +85,7 @@ def _run(args) -> int:
     if args.write_defaults and (args.quick or cfg != SelectionConfig(test_scores=cfg.test_scores)):
         raise BadOptionError("--write-defaults needs the full default grid without --quick")
     t0 = time.perf_counter()
+    stamp = {"commit": git_commit(short=True), "date": time.strftime("%Y-%m-%d")}  # the code that runs, not HEAD later
     bound_threads(1)  # small CNNs: one thread is as fast and leaves the other core free
     rec = datasets.load_recording(args.dataset, data_root(args.data_dir))
     keep = datasets.activity_labels(args.dataset, args.activities, rec.activities)
@@ -98,7 +99,6 @@ def _run(args) -> int:
     folds = folds[:1] if args.quick else folds
     selections = select(windows_of, folds, np.unique(reference.user), cfg, base, progress=not args.no_progress)
     decided = vote(selections)
-    stamp = {"commit": git_commit(short=True), "date": time.strftime("%Y-%m-%d")}
     doc = {"dataset": args.dataset, "activities": args.activities, "selection": cfg.to_dict(),
            "base_recipe": base.train.to_dict(), "outer_folds": len(folds), "val_users": base.val_users,
            "quick": args.quick, "folds": [s.to_dict() for s in selections], "vote": decided,
