@@ -80,8 +80,8 @@ def _protocol_lines(runner) -> list[str]:
         "## Protocol", "",
         f"- **accuracy, macro-F1**: mean over the {n} fold(s)' test users (± std over folds). Every variant is "
         "rebuilt per fold from that fold's baseline and training users only.",
-        "- **Choices** (PTQ vs QAT, PCA's k, the cascade threshold) are made per fold on the validation users, never "
-        "on test users (listed below). The pruning ratio 0.7 was fixed in advance from the byte budget "
+        "- **Choices** (PTQ calibration, PTQ vs QAT, PCA's k, the cascade threshold) are made per fold on the "
+        "validation users, never on test users (listed below). The pruning ratio 0.7 was fixed in advance from the byte budget "
         "(bytes depend on the architecture only), not tuned on any users.",
         "- **bytes, MACs, arena, heap, allocations, latency**: `har.measure.measure` on fold 0's artifact and "
         "fold 0's test windows, single-threaded (`torch.set_num_threads(1)`, threadpoolctl BLAS limit 1, "
