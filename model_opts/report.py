@@ -29,7 +29,7 @@ import numpy as np
 import torch
 
 from har import model_io
-from har.cli import parser, run_main, versions
+from har.cli import git_commit, parser, run_main, versions
 from har.errors import BadOptionError
 from har.measure.artifact import TorchArtifact
 from har.measure.fold_data import FoldData, load_fold
@@ -200,6 +200,7 @@ def _span(values: list[float]) -> str:
 def markdown(rows: list[dict], folds: list[dict], context: dict) -> str:
     """The summary table; `folds` are `FoldReport`s as dicts (so a saved model_opts.json re-renders)."""
     lines = [f"# model_opts report ({context['n_folds']} folds, {context['dataset']}, test users only)", "",
+             f"`python -m model_opts.report` at commit {git_commit(short=True)}, {time.strftime('%Y-%m-%d')}.", "",
              "| " + " | ".join(_COLS) + " |", "|" + "---|" * len(_COLS)]
     for r in rows:
         agree = "-" if r["agreement_min"] is None else f"{100 * r['agreement_min']:.2f}% (min)"
