@@ -13,12 +13,12 @@ Steps of `fold_bn`:
 3. Return float64 numpy arrays; callers round to float32 once, after any further folding of their own
    (flatten also folds the input Normalizer into the first conv).
 
-Why float64 and not torch's helper on the float32 parameters: measured on the test fixture's trained
-CompactCNN1d, the float32 fold differs from the float64 one by up to 1 float32 ulp in 38% of the conv
-weights, which moved every int8 requantization multiplier and the calibrated scales, so int8 artifacts
-built before would not be reproduced. Torch's helper fed float64 tensors matched the float64 formula
-used before (W * gamma / sqrt(var + eps)) bit for bit after rounding to float32, over 800k random
-weights. Limits: eval-mode statistics only (running buffers must exist; no batch statistics); the
+Why float64 and not torch's helper on the float32 parameters: on a trained CompactCNN1d the float32
+fold differs from the float64 one by about one float32 ulp in a large share of the weights, enough to
+move the int8 requantization multipliers and calibrated scales, so int8 artifacts built before would
+not be reproduced. Fed float64 tensors, torch's helper equals the float64 formula used before
+(W * gamma / sqrt(var + eps)) bit for bit after rounding to float32 (`tests/unit/test_bn_fold.py`).
+Limits: eval-mode statistics only (running buffers must exist; no batch statistics); the
 BatchNorm's channel count must equal the weight's output channels.
 """
 from __future__ import annotations

@@ -50,11 +50,32 @@ def versions() -> dict[str, str]:
             "scikit-learn": sklearn.__version__}
 
 
-def git_commit(cwd=PROJECT_ROOT, short: bool = False) -> str:
-    """HEAD of the checkout the code runs from ("unknown" outside git); stamps every report."""
-    cmd = ["git", "rev-parse", *(["--short=10"] if short else []), "HEAD"]
+def _git(cwd, *args: str) -> str | None:
     try:
-        done = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True, timeout=10)
+        done = subprocess.run(["git", *args], cwd=cwd, capture_output=True, text=True, timeout=10)
     except (OSError, subprocess.SubprocessError):
+        return None
+    return done.stdout.strip() if done.returncode == 0 else None
+
+
+def git_commit(cwd=PROJECT_ROOT, short: bool = False) -> str:
+    """HEAD of the checkout the code runs from ("unknown" outside git), "+dirty" when tracked files
+    differ from it (untracked files do not count); stamps every report."""
+    head = _git(cwd, "rev-parse", *(["--short=10"] if short else []), "HEAD")
+    if not head:
         return "unknown"
-    return done.stdout.strip() if done.returncode == 0 and done.stdout.strip() else "unknown"
+    return head + ("+dirty" if _git(cwd, "status", "--porcelain", "--untracked-files=no") else "")
+
+
+def command_line(prog: str, build: Callable[[], argparse.ArgumentParser], args: argparse.Namespace) -> str:
+    """`python -m prog` with every option that differs from its default: the command that reruns `args`."""
+    defaults = vars(build().parse_args([]))
+    parts = [f"python -m {prog}"]
+    for action in build()._actions:
+        name = action.dest
+        if not action.option_strings or name == "help" or getattr(args, name) == defaults.get(name):
+            continue
+        flag = action.option_strings[-1]
+        value = getattr(args, name)
+        parts.append(flag if isinstance(value, bool) else f"{flag} {value}")
+    return " ".join(parts)

@@ -43,10 +43,10 @@ class RunConfig:
     val_users: int = 4
 
     @classmethod
-    def for_dataset(cls, dataset: str, **overrides) -> "RunConfig":
+    def for_dataset(cls, dataset: str, activities: str = "locomotion", **overrides) -> "RunConfig":
         """The defaults `har.sweep --write-defaults` chose for `dataset` (window, channels, epochs)."""
         from har.defaults import for_dataset
-        d = for_dataset(dataset)
+        d = for_dataset(dataset, activities)
         cfg = cls(window=d.window, train=replace(TrainConfig(), epochs=d.epochs))
         return replace(cfg, **overrides)
 

@@ -7,7 +7,8 @@ Steps of `select_fold(windows_of, outer, index, cfg, base)` for one outer fold:
    fold `inner_val_users` of the inner training users early-stop the CNN and the inner held-out users
    score it. Every development user is held out exactly once, so a score rests on all of them, not on
    two validation users.
-3. Stage 1: every (length, channel set) at the base recipe's epoch budget; score = mean accuracy over the
+3. Stage 1: every (length, channel set) at the middle budget of `epochs` (a rule, not a choice: with
+   (6, 12, 20) that is 12); score = mean accuracy over the
    inner folds (the std over inner folds is kept: it is the noise a choice has to beat). Best mean wins,
    ties go to the earlier candidate in grid order.
 4. Stage 2: at the stage-1 winner, every epoch budget in `epochs` (the stage-1 run reused); best mean
@@ -16,7 +17,8 @@ Steps of `select_fold(windows_of, outer, index, cfg, base)` for one outer fold:
    validation users) and scored once on the outer test users. With `test_scores`, every candidate is
    scored the same way, reported in a column labelled "not used for selection".
 `vote(folds)` turns the outer folds' choices into the shipped default: (length, channels) by majority,
-ties broken by the mean stage-1 score over folds; then the epoch budget likewise at that window.
+ties broken by the mean stage-1 score over folds; then the epoch budget by majority of the folds that chose
+that window, ties broken by their mean stage-2 score, then the shorter budget.
 Limits: coordinate-wise (stage 1 then stage 2: 11 candidates per fold, not the joint 27); the window step
 is half the length; scores are window accuracy; the CNN widths and the rest of the recipe stay fixed.
 """
@@ -126,7 +128,7 @@ def select_fold(windows_of: WindowsOf, outer: UserSplit, index: int, cfg: Select
         return {"length": length, "channels": channels, "epochs": epochs, "inner_scores": scores,
                 "mean": float(np.mean(scores)), "std": float(np.std(scores))}
 
-    base_epochs = base.train.epochs
+    base_epochs = stage1_epochs(cfg)
     sel.stage1 = [score(n, c, base_epochs) for n in cfg.lengths for c in cfg.channel_sets]
     w = _best(sel.stage1)
     sel.stage2 = [w if e == base_epochs else score(w["length"], w["channels"], e) for e in sorted(cfg.epochs)]
@@ -152,6 +154,12 @@ def outer_test_accuracy(windows_of: WindowsOf, outer: UserSplit, index: int, bas
     return _accuracy(win, outer.on(win.user, index), _run_cfg(base, win, epochs))
 
 
+def stage1_epochs(cfg: SelectionConfig) -> int:
+    """The epoch budget stage 1 runs at: the middle of the stage-2 grid (lower middle for an even count)."""
+    grid = sorted(cfg.epochs)
+    return grid[(len(grid) - 1) // 2]
+
+
 def trainings_per_fold(cfg: SelectionConfig, base_epochs: int) -> int:
     n1 = len(cfg.lengths) * len(cfg.channel_sets)
     n2 = len([e for e in cfg.epochs if e != base_epochs])
@@ -160,7 +168,7 @@ def trainings_per_fold(cfg: SelectionConfig, base_epochs: int) -> int:
 
 def select(windows_of: WindowsOf, outer_folds: list[Fold], all_users, cfg: SelectionConfig, base: RunConfig,
            progress: bool = True) -> list[FoldSelection]:
-    total = trainings_per_fold(cfg, base.train.epochs) * len(outer_folds)
+    total = trainings_per_fold(cfg, stage1_epochs(cfg)) * len(outer_folds)
     with tqdm(total=total, desc="nested selection (trainings)", disable=not progress) as bar:
         return [select_fold(windows_of, UserSplit.of(f, all_users), f.index, cfg, base, bar) for f in outer_folds]
 
@@ -180,6 +188,8 @@ def vote(folds: list[FoldSelection]) -> dict:
     top_e = max(epochs.values())
     e_mean: dict = {}
     for f in folds:
+        if (f.choice["length"], f.choice["channels"]) != (length, channels):
+            continue  # epoch scores at another window say nothing about this one
         for r in f.stage2:
             e_mean.setdefault(r["epochs"], []).append(r["mean"])
     tied_e = sorted(e for e, n in epochs.items() if n == top_e)
@@ -193,5 +203,5 @@ def vote(folds: list[FoldSelection]) -> dict:
             "votes": [candidate_name(**f.choice) for f in folds]}
 
 
-__all__ = ["SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold", "vote", "candidate_name",
+__all__ = ["stage1_epochs", "SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold", "vote", "candidate_name",
            "inner_splits", "outer_test_accuracy", "trainings_per_fold"]

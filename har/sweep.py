@@ -7,6 +7,8 @@ and in the nested estimate (each fold's own choice, scored once on its test user
 `--write-defaults` stores the vote in `har/defaults.json`, where `har.train` and `hybrid.run` read it
 (refused for `--quick` runs and partial grids: shipped defaults come from the full procedure).
 Example: `python -m har.sweep --dataset wisdm2019-watch --out reports/sweep-watch --write-defaults`.
+Limits: one training per candidate and inner fold (no repeated seeds), so a score's noise is what the
+inner folds show; about 15 min (phone) and 30 min (watch) on one core for the full grid.
 """
 from __future__ import annotations
 
@@ -19,12 +21,12 @@ from pathlib import Path
 import numpy as np
 
 from har import datasets
-from har.cli import git_commit, parser, run_cli
-from har.defaults import DEFAULTS_FILE, load_all
+from har.cli import command_line, git_commit, parser, run_cli
+from har.defaults import DEFAULTS_FILE, SWEPT_ACTIVITIES, load_all
 from har.errors import BadOptionError
 from har.experiment import RunConfig, make_folds
 from har.paths import atomic_write_text, data_root
-from har.select import SelectionConfig, candidate_name, select, vote
+from har.select import SelectionConfig, candidate_name, select, stage1_epochs, vote
 from har.training import TrainConfig, bound_threads
 from har.windows import WindowConfig, make_windows
 
@@ -64,17 +66,36 @@ def _ints(text: str, flag: str) -> tuple[int, ...]:
 
 def _config(args) -> tuple[SelectionConfig, RunConfig]:
     channels = tuple(c.strip() for c in args.channels.split(",") if c.strip())
+    if not channels:
+        raise BadOptionError(f"--channels needs at least one channel set, got {args.channels!r}")
     for c in channels:
         WindowConfig(channels=c)  # BadOptionError naming the choices
+    lengths = _ints(args.lengths, "--lengths")
+    for n in lengths:
+        if n < 2:
+            raise BadOptionError(f"--lengths: every window length must be >= 2 samples, got {n}")
     epochs = (3, 6) if args.quick else _ints(args.epochs, "--epochs")
     if args.inner_folds < 2:
         raise BadOptionError(f"--inner-folds must be >= 2, got {args.inner_folds}")
-    cfg = SelectionConfig(lengths=_ints(args.lengths, "--lengths"), channel_sets=channels, epochs=epochs,
+    cfg = SelectionConfig(lengths=lengths, channel_sets=channels, epochs=epochs,
                           inner_folds=args.inner_folds, test_scores=not args.no_test_scores)
     base = RunConfig(seed=args.seed)
-    base = replace(base, train=replace(TrainConfig(), epochs=6 if args.quick else TrainConfig().epochs,
-                                       patience=3 if args.quick else TrainConfig().patience))
+    if args.quick:
+        base = replace(base, train=replace(TrainConfig(), patience=3))
     return cfg, base
+
+
+def _check_grid(windows_of, cfg: SelectionConfig, folds, users: np.ndarray) -> None:
+    """Every window set must give every user windows, and every fold enough users for the inner split."""
+    for n in cfg.lengths:
+        for c in cfg.channel_sets:
+            missing = np.setdiff1d(users, np.unique(windows_of(n, c).user))
+            if len(missing):
+                raise BadOptionError(f"--lengths {n}: users {', '.join(map(str, missing[:5]))} have no window "
+                                     f"that long; choose shorter lengths")
+    dev = min(len(users) - len(f.test_users) for f in folds)
+    if cfg.inner_folds > dev:
+        raise BadOptionError(f"--inner-folds {cfg.inner_folds} exceeds the {dev} development users of a fold")
 
 
 def _run(args) -> int:
@@ -82,9 +103,12 @@ def _run(args) -> int:
     if args.dataset not in datasets.RAW_DATASETS:
         raise BadOptionError(f"har.sweep needs a raw-signal dataset ({', '.join(datasets.RAW_DATASETS)})")
     cfg, base = _config(args)
-    if args.write_defaults and (args.quick or cfg != SelectionConfig(test_scores=cfg.test_scores)):
-        raise BadOptionError("--write-defaults needs the full default grid without --quick")
+    if args.write_defaults and (args.quick or cfg != SelectionConfig(test_scores=cfg.test_scores)
+                                or args.activities != SWEPT_ACTIVITIES or args.seed != 0):
+        raise BadOptionError(f"--write-defaults needs the full default grid, activities {SWEPT_ACTIVITIES}, "
+                             "seed 0 and no --quick")
     t0 = time.perf_counter()
+    command = command_line("har.sweep", _parser, args)
     stamp = {"commit": git_commit(short=True), "date": time.strftime("%Y-%m-%d")}  # the code that runs, not HEAD later
     bound_threads(1)  # small CNNs: one thread is as fast and leaves the other core free
     rec = datasets.load_recording(args.dataset, data_root(args.data_dir))
@@ -97,10 +121,11 @@ def _run(args) -> int:
     reference = windows_of(WindowConfig.length, WindowConfig.channels)  # the folds: users only, any window set
     folds = make_folds(reference.user, base)
     folds = folds[:1] if args.quick else folds
+    _check_grid(windows_of, cfg, folds, np.unique(reference.user))
     selections = select(windows_of, folds, np.unique(reference.user), cfg, base, progress=not args.no_progress)
     decided = vote(selections)
     doc = {"dataset": args.dataset, "activities": args.activities, "selection": cfg.to_dict(),
-           "base_recipe": base.train.to_dict(), "outer_folds": len(folds), "val_users": base.val_users,
+           "command": command, "stage1_epochs": stage1_epochs(cfg), "base_recipe": base.train.to_dict(), "outer_folds": len(folds), "val_users": base.val_users,
            "quick": args.quick, "folds": [s.to_dict() for s in selections], "vote": decided,
            "nested_test_accuracy_mean": float(np.mean([s.test_accuracy for s in selections])),
            "nested_test_accuracy_per_fold": [s.test_accuracy for s in selections],
@@ -117,7 +142,7 @@ def _run(args) -> int:
           f"{doc['nested_test_accuracy_mean']:.4f} -> {out / 'sweep.md'} ({doc['wall_s']:.0f} s)")
     if args.write_defaults:
         entry = {**decided, "nested_test_accuracy": doc["nested_test_accuracy_mean"],
-                 "command": f"python -m har.sweep --dataset {args.dataset} --write-defaults", **stamp}
+                 "command": command, **stamp}
         atomic_write_text(DEFAULTS_FILE, json.dumps({**load_all(), args.dataset: entry}, indent=2,
                                                     sort_keys=True) + "\n")
         print(f"defaults for {args.dataset} written to {DEFAULTS_FILE}")
@@ -133,13 +158,13 @@ def render(doc: dict) -> str:
     folds = doc["folds"]
     head = " | ".join(f"fold {f['fold']} val (± inner std)" for f in folds)
     lines = [f"# Nested selection: {doc['dataset']} / {doc['activities']}", "",
-             f"`python -m har.sweep --dataset {doc['dataset']}` at commit {doc['commit']}, {doc['date']}"
+             f"`{doc['command']}` at commit {doc['commit']}, {doc['date']}"
              + (" (QUICK: not for defaults)" if doc["quick"] else "") + ".",
              f"{doc['outer_folds']} outer subject folds; inside each, {doc['selection']['inner_folds']}-fold by user "
              "over its training + validation users (every development user held out once). Scores are mean "
              "window accuracy on the inner held-out users; test users are scored only in the last column.", "",
              "## Stage 1: window length x channel set "
-             f"({doc['base_recipe']['epochs']} epochs)", "",
+             f"({doc['stage1_epochs']} epochs: the middle of the stage-2 grid)", "",
              f"| window | channels | {head} | mean val | test acc (not used for selection), mean |",
              "|---:|---|" + "---:|" * (len(folds) + 2)]
     for i, r in enumerate(folds[0]["stage1"]):

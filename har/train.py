@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 
 from har import datasets, defaults
-from har.cli import git_commit, parser, run_cli, versions
+from har.cli import command_line, git_commit, parser, run_cli, versions
 from har.experiment import RunConfig, run_features, run_windows, windows_for
 from har.paths import atomic_write_text, data_root
 from har.plots import confusion_png
@@ -50,7 +50,7 @@ def _run(args) -> int:
     t0 = time.perf_counter()
     bound_threads()
     root = data_root(args.data_dir)
-    chosen = defaults.for_dataset(args.dataset)
+    chosen = defaults.for_dataset(args.dataset, args.activities)
     length = args.window or chosen.window.length
     step = args.step or (chosen.window.step if args.window is None else max(1, length // 2))
     window = WindowConfig(length=length, step=step, channels=args.channels or chosen.window.channels)
@@ -87,18 +87,12 @@ def _run(args) -> int:
     title = f"{main_model.upper()} {args.dataset}/{args.activities}, split: {split_label}, {args.folds} folds"
     confusion_png(conf, classes, title, out / "confusion.png")
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=2, sort_keys=True) + "\n")
-    atomic_write_text(out / "results.md", results_md(metrics, argv_line(args)))
+    atomic_write_text(out / "results.md", results_md(metrics, command_line("har.train", build_parser, args)))
     line = "  ".join(f"{n}: acc {m['accuracy_mean']:.3f} f1 {m['macro_f1_mean']:.3f}"
                      for n, m in metrics["models"].items())
     print(f"{args.dataset}/{args.activities} split={split_label} windows={n_items}  {line}  "
           f"-> {out / 'metrics.json'} ({time.perf_counter() - t0:.0f} s)")
     return 0
-
-
-def argv_line(args) -> str:
-    flags = [f"--dataset {args.dataset}"] + (["--quick"] if args.quick else []) + (
-        [f"--split {args.split}"] if args.split != "subject" else [])
-    return "python -m har.train " + " ".join(flags)
 
 
 _ROW_NAMES = {"cnn": "CompactCNN1d", "mlp": "MLP on the ARFF features",

@@ -7,11 +7,12 @@ Steps:
    as (entry + relative path, byte length, bytes).
    Computed once per process per tuple of paths (`clear()` empties that memo, e.g. in tests).
 2. `SOURCES` maps each step kind (`hybrid.steps.STEP_TYPES`) to the trees that determine its result; every
-   kind also depends on `COMMON`: the `har` package (model, training loop, windows, splits, measure) and
-   the step runner `hybrid/execute.py`. `kind_digest(kind)` is the digest of `COMMON` + that kind's trees.
+   kind also depends on `COMMON`: the `har` package (model, training loop, windows, splits, measure), the
+   step runner `hybrid/execute.py`, `hybrid/pipeline.py` and the step configs `hybrid/steps.py`
+   (`SKIP_FILES`: `har/defaults.json`, whose values reach the keys through the configs anyway). `kind_digest(kind)` is the digest of `COMMON` + that kind's trees.
 3. `hybrid.pipeline.stage_key` puts `kind_digest` of every step in `steps[:i+1]` into stage i's key, so an
    edit to quantization code invalidates the quantize stage and all later ones, not an earlier prune stage;
-   `hybrid.baseline.BaselineSpec.key` puts `baseline_digest()` (`BASELINE`: the `har` package) into the
+   `hybrid.baseline.BaselineSpec.key` puts `baseline_digest()` (`BASELINE`: `har` + `hybrid/baseline.py`) into the
    baseline's key, and stage keys hold the baseline key, so a `har` edit rebuilds everything.
 Limits: library versions (torch, numpy, onnxruntime, ...) are not hashed (they are recorded in run.json);
 any byte change invalidates, comments and whitespace included (conservative); only the trees listed here are
@@ -28,8 +29,11 @@ from har.errors import HarError
 
 ROOT = Path(__file__).resolve().parent.parent
 SUFFIXES = (".py", ".c", ".h", ".json")
-COMMON: tuple[str, ...] = ("har", "hybrid/execute.py")
-BASELINE: tuple[str, ...] = ("har",)  # har.experiment.train_fold_cnn and everything it reaches
+COMMON: tuple[str, ...] = ("har", "hybrid/execute.py", "hybrid/pipeline.py", "hybrid/steps.py")
+BASELINE: tuple[str, ...] = ("har", "hybrid/baseline.py")  # train_fold_cnn, everything it reaches, ensure_fold
+# generated data whose values already reach every key through the configs (RunConfig.for_dataset): hashing
+# it too would rebuild every dataset's stages whenever one dataset's defaults (or their stamp) are rewritten
+SKIP_FILES = ("har/defaults.json",)
 SOURCES: dict[str, tuple[str, ...]] = {
     "pca": ("model_opts/__init__.py", "model_opts/pca.py"),
     "contrastive": ("model_opts/__init__.py", "model_opts/contrastive"),
@@ -47,8 +51,10 @@ def _files(base: Path) -> list[Path]:
     if base.is_file():
         return [base]
     if base.is_dir():
+        skip = {(ROOT / f).resolve() for f in SKIP_FILES}
         return sorted(p for p in base.rglob("*")
-                      if p.suffix in SUFFIXES and p.is_file() and "__pycache__" not in p.parts)
+                      if p.suffix in SUFFIXES and p.is_file() and "__pycache__" not in p.parts
+                      and p.resolve() not in skip)
     raise HarError(f"hybrid.codehash: source path {base} does not exist; update hybrid.codehash.SOURCES")
 
 

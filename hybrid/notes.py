@@ -41,7 +41,8 @@ def _data_lines(runner) -> list[str]:
         f"folds used: {used}. Per fold the test users are never seen by training, calibration or any choice; "
         f"{run.val_users} validation users (taken from the remaining users) early-stop training and make every "
         "choice (PTQ calibration and method, PCA's k, the cascade threshold, the budget ranking).",
-        f"- **Defaults**: window, channels and epoch budget from `har/defaults.json`: {_defaults(s.dataset)}.",
+        f"- **Defaults**: window, channels and epoch budget from `har/defaults.json`: "
+        f"{_defaults(s.dataset, s.activities)}.",
         f"- **Baseline**: `CompactCNN1d` widths {tuple(run.model_widths)}, trained per fold as `python -m har.train` "
         f"does (`har.experiment.train_fold_cnn`, up to {run.train.epochs} epochs, patience {run.train.patience}, "
         f"{spec.train_threads} torch thread(s)); cached under key `{spec.key()}`.",
@@ -60,13 +61,18 @@ def _data_lines(runner) -> list[str]:
     return lines + [""]
 
 
+def _prune_ratio() -> str:
+    from hybrid.pipeline import PRESETS
+    return f"{PRESETS['hybrid'].steps[0].ratio:g}"
+
+
 _DEVICE = {"wisdm2019": "phone accelerometer", "wisdm2019-watch": "watch accelerometer",
            "wisdm": "WISDM v1.1 phone accelerometer"}
 
 
-def _defaults(dataset: str) -> str:
+def _defaults(dataset: str, activities: str) -> str:
     from har.defaults import for_dataset
-    return for_dataset(dataset).source
+    return for_dataset(dataset, activities).source
 
 
 def _commit(runner) -> str:
@@ -81,7 +87,8 @@ def _protocol_lines(runner) -> list[str]:
         f"- **accuracy, macro-F1**: mean over the {n} fold(s)' test users (± std over folds). Every variant is "
         "rebuilt per fold from that fold's baseline and training users only.",
         "- **Choices** (PTQ calibration, PTQ vs QAT, PCA's k, the cascade threshold) are made per fold on the "
-        "validation users, never on test users (listed below). The pruning ratio 0.7 was fixed in advance from the byte budget "
+        "validation users, never on test users (listed below). The pruning ratio "
+        f"{_prune_ratio()} was fixed in advance from the byte budget "
         "(bytes depend on the architecture only), not tuned on any users.",
         "- **bytes, MACs, arena, heap, allocations, latency**: `har.measure.measure` on fold 0's artifact and "
         "fold 0's test windows, single-threaded (`torch.set_num_threads(1)`, threadpoolctl BLAS limit 1, "

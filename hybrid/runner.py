@@ -110,7 +110,7 @@ class Runner:
         self.s = settings
         self.out = Path(settings.out)
         self.cache = StageCache(settings.cache_dir)
-        run_cfg = RunConfig.for_dataset(settings.dataset, seed=settings.seed)  # har.sweep's choice
+        run_cfg = RunConfig.for_dataset(settings.dataset, settings.activities, seed=settings.seed)  # har.sweep's choice
         self.run_cfg = run_cfg.quick() if settings.quick else run_cfg
         self.state = RunState()
         self.t0 = time.perf_counter()

@@ -63,7 +63,7 @@ def find_files(root: Path, sensor: str = "accel", device: str = "phone") -> list
             if by_subject:
                 return [by_subject[k] for k in sorted(by_subject)]
     raise DataNotFoundError(f"no WISDM-2019 {device} {sensor} files (data_<id>_{sensor}_{device}.txt[.xz]) "
-                            f"in {candidates[0]}; {missing_data_hint('wisdm2019', root)}")
+                            f"in {candidates[0]}; {missing_data_hint('wisdm2019' + (' --force' if device != 'phone' else ''), root)}")
 
 
 def _read_bytes(path: Path) -> bytes:

@@ -16,7 +16,7 @@ import pytest
 import torch
 
 from har.experiment import RunConfig
-from har.select import SelectionConfig, UserSplit, select_fold
+from har.select import SelectionConfig, UserSplit, select_fold, vote
 from har.splits import subject_kfold
 from har.training import TrainConfig
 from har.windows import WindowConfig, Windows, make_windows
@@ -52,7 +52,7 @@ def test_window_channels_and_epochs_are_chosen_without_test_users(recording, one
     outer = subject_kfold(users, k=3, n_val_users=1, seed=0)[0]
     split = UserSplit.of(outer, users)
     cfg = SelectionConfig(lengths=(40, 80), channel_sets=("raw", "robust_tilt"), epochs=(1, 2), inner_folds=2,
-                          inner_val_users=1, test_scores=False)
+                          inner_val_users=1, test_scores=True)
     base = RunConfig(model_widths=(4, 4, 4), train=replace(TrainConfig(), epochs=1, patience=1), val_users=1)
 
     def factory(poisoned: bool):
@@ -63,10 +63,11 @@ def test_window_channels_and_epochs_are_chosen_without_test_users(recording, one
         return windows_of
 
     clean, dirty = (select_fold(factory(p), split, 0, cfg, base) for p in (False, True))
-    assert clean.choice == dirty.choice
+    assert clean.choice == dirty.choice and vote([clean]) == vote([dirty])  # the shipped default too
     assert clean.stage1 == dirty.stage1 and clean.stage2 == dirty.stage2  # every validation score, bit for bit
     assert all(set(s.test).isdisjoint(split.test) and set(s.train).isdisjoint(split.test) for s in clean.inner)
     assert clean.test_accuracy != dirty.test_accuracy  # the test users really were poisoned
+    assert clean.test_not_used != dirty.test_not_used and len(clean.test_not_used) == 5  # reported only
 
 
 def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, one_thread):
@@ -91,7 +92,7 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
             s=SimpleNamespace(quick=True, threads=1, progress=False), data=SimpleNamespace(windows=win),
             out=tmp_path / tag)
         budget = search(BudgetConfig(budget_bytes=1 << 20, widths=((16, 24, 32),), ratios=(0.0, 0.5),
-                                     methods=("ptq",)), runner, tmp_path / tag)
+                                     methods=("ptq", "qat")), runner, tmp_path / tag)
         rankings.append(budget)
     assert results[0] == results[1]
     q = results[0]["quantize"]
@@ -100,6 +101,7 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     a, b = rankings
     assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
     assert (a["winner"]["ratio"], a["winner"]["method"]) == (b["winner"]["ratio"], b["winner"]["method"])
+    assert len([r for r in a["rows"] if r["val_accuracy"] is not None]) == 4  # PTQ and QAT at both ratios
     tested = [r for r in a["rows"] if r["test_accuracy"] is not None]
     assert tested == [a["winner"]]  # only the chosen point is ever scored on test users
     assert a["winner"]["test_accuracy"] != b["winner"]["test_accuracy"]
