@@ -16,6 +16,8 @@ Steps of `select_fold(windows_of, outer, index, cfg, base)` for one outer fold:
 5. Nested estimate: the fold's choice trained on the outer training users (early stopping on the outer
    validation users) and scored once on the outer test users. With `test_scores`, every candidate is
    scored the same way, reported in a column labelled "not used for selection".
+`nested_forests` scores the RandomForest peers inside the same procedure (the fold's chosen window; its
+channels and raw axes), so the CNN-RF gap is a nested figure too.
 `vote(folds)` turns the outer folds' choices into the shipped default: (length, channels) by majority,
 ties broken by the mean stage-1 score over folds; then the epoch budget by majority of the folds that chose
 that window, ties broken by their mean stage-2 score, then the shorter budget.
@@ -95,13 +97,14 @@ class FoldSelection:
     choice: dict = field(default_factory=dict)
     test_accuracy: float | None = None  # of the choice: the nested estimate
     test_not_used: dict = field(default_factory=dict)  # candidate name -> test accuracy, never read here
+    forest_test_accuracy: dict = field(default_factory=dict)  # "rf" / "rf-raw" at the fold's choice
 
     def to_dict(self) -> dict:
         return {"fold": self.index, "test_users": list(self.split.test), "val_users": list(self.split.val),
                 "train_users": list(self.split.train),
                 "inner": [{"held_out": list(s.test), "val": list(s.val)} for s in self.inner],
                 "stage1": self.stage1, "stage2": self.stage2, "choice": self.choice,
-                "test_accuracy_of_choice": self.test_accuracy,
+                "test_accuracy_of_choice": self.test_accuracy, "forest_test_accuracy": self.forest_test_accuracy,
                 "test_accuracy_not_used_for_selection": self.test_not_used}
 
 
@@ -173,6 +176,23 @@ def select(windows_of: WindowsOf, outer_folds: list[Fold], all_users, cfg: Selec
         return [select_fold(windows_of, UserSplit.of(f, all_users), f.index, cfg, base, bar) for f in outer_folds]
 
 
+def nested_forests(windows_of: WindowsOf, folds: list[FoldSelection], base: RunConfig) -> None:
+    """The RandomForest peers inside the same procedure: per outer fold, on that fold's chosen window,
+    statistics of the chosen channels (`rf`) and of the raw axes (`rf-raw`), fit on its training +
+    validation users, scored once on its test users (`FoldSelection.forest_test_accuracy`)."""
+    from har.experiment import forest_predict
+    from har.features import window_stats
+    for f in folds:
+        c = f.choice
+        for name, channels in (("rf", c["channels"]), ("rf-raw", "raw")):
+            win = windows_of(c["length"], channels)
+            fold = f.split.on(win.user, f.index)
+            stats = window_stats(win.x, channels)
+            fit = np.concatenate([fold.train_idx, fold.val_idx])
+            pred = forest_predict(stats[fit], win.y[fit], stats[fold.test_idx], base)
+            f.forest_test_accuracy[name] = float(np.mean(pred == win.y[fold.test_idx]))
+
+
 def vote(folds: list[FoldSelection]) -> dict:
     """Majority over the outer folds' choices, per dimension (module docstring)."""
     windows = Counter((f.choice["length"], f.choice["channels"]) for f in folds)
@@ -203,5 +223,5 @@ def vote(folds: list[FoldSelection]) -> dict:
             "votes": [candidate_name(**f.choice) for f in folds]}
 
 
-__all__ = ["stage1_epochs", "SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold", "vote", "candidate_name",
+__all__ = ["nested_forests", "stage1_epochs", "SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold", "vote", "candidate_name",
            "inner_splits", "outer_test_accuracy", "trainings_per_fold"]

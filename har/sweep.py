@@ -26,7 +26,7 @@ from har.defaults import DEFAULTS_FILE, SWEPT_ACTIVITIES, load_all
 from har.errors import BadOptionError
 from har.experiment import RunConfig, make_folds
 from har.paths import atomic_write_text, data_root
-from har.select import SelectionConfig, candidate_name, select, stage1_epochs, vote
+from har.select import SelectionConfig, candidate_name, nested_forests, select, stage1_epochs, vote
 from har.training import TrainConfig, bound_threads
 from har.windows import WindowConfig, make_windows
 
@@ -49,6 +49,7 @@ def _parser():
     p.add_argument("--quick", action="store_true", help="smoke run: epochs 3,6 and fold 0 only")
     p.add_argument("--no-test-scores", action="store_true",
                    help="skip the 'not used for selection' test column (fewer trainings)")
+    p.add_argument("--no-forests", action="store_true", help="skip the nested RandomForest peers")
     p.add_argument("--write-defaults", action="store_true", help=f"store the vote in {DEFAULTS_FILE}")
     p.add_argument("--no-progress", action="store_true")
     return p
@@ -123,12 +124,16 @@ def _run(args) -> int:
     folds = folds[:1] if args.quick else folds
     _check_grid(windows_of, cfg, folds, np.unique(reference.user))
     selections = select(windows_of, folds, np.unique(reference.user), cfg, base, progress=not args.no_progress)
+    if not args.no_forests:
+        nested_forests(windows_of, selections, base)
     decided = vote(selections)
     doc = {"dataset": args.dataset, "activities": args.activities, "selection": cfg.to_dict(),
            "command": command, "stage1_epochs": stage1_epochs(cfg), "base_recipe": base.train.to_dict(), "outer_folds": len(folds), "val_users": base.val_users,
            "quick": args.quick, "folds": [s.to_dict() for s in selections], "vote": decided,
            "nested_test_accuracy_mean": float(np.mean([s.test_accuracy for s in selections])),
            "nested_test_accuracy_per_fold": [s.test_accuracy for s in selections],
+           "nested_forest_accuracy_mean": {k: float(np.mean([s.forest_test_accuracy[k] for s in selections]))
+                                           for k in (selections[0].forest_test_accuracy if selections else {})},
            "wall_s": round(time.perf_counter() - t0, 1), **stamp}
     out = Path(args.out)
     atomic_write_text(out / "sweep.json", json.dumps(doc, indent=2) + "\n")
@@ -192,10 +197,22 @@ def render(doc: dict) -> str:
               f"**Nested estimate** (each fold's own choice, trained on its training users, scored once on its "
               f"test users): mean accuracy {doc['nested_test_accuracy_mean']:.4f} (per fold "
               + " / ".join(f"{a:.3f}" for a in doc["nested_test_accuracy_per_fold"]) + ").",
+              _forest_line(doc),
               f"Noise: the median inner-fold std of a stage-1 score is "
               f"{np.median([r['std'] for f in folds for r in f['stage1']]):.3f}; a choice whose margin over the "
               "runner-up is below that is a coin toss between the two.", ""]
     return "\n".join(lines)
+
+
+def _forest_line(doc: dict) -> str:
+    rf = doc.get("nested_forest_accuracy_mean") or {}
+    if not rf:
+        return "RandomForest peers: not run (`--no-forests`)."
+    per = {k: " / ".join(f"{f['forest_test_accuracy'][k]:.3f}" for f in doc["folds"]) for k in rf}
+    return ("**RandomForest peers in the same procedure** (each fold's chosen window, fit on its training + "
+            "validation users, scored once on its test users): "
+            + "; ".join(f"`{k}` {v:.4f} ({per[k]})" for k, v in rf.items())
+            + f"; CNN minus the better forest: {100 * (doc['nested_test_accuracy_mean'] - max(rf.values())):+.2f} pp.")
 
 
 if __name__ == "__main__":
