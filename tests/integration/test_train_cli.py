@@ -44,7 +44,8 @@ def test_same_seed_gives_identical_metrics(data_dir, tmp_path):
     assert a["models"]["rf"] != a["models"]["rf-raw"]
     assert a["val_users"] == 4 and a["window"]["channels"] != "raw"
     md = (tmp_path / "a" / "results.md").read_text()
-    assert "python -m har.train --dataset wisdm2019 --quick" in md and "commit" in md and "RandomForest" in md
+    assert "python -m har.train " in md and " --quick" in md and "--epochs 1" in md  # the command that reruns it
+    assert "commit" in md and "RandomForest" in md
     assert a["models"]["cnn"]["param_count"] > 0
     assert (tmp_path / "a" / "confusion.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert (tmp_path / "a" / "fold1" / "model.safetensors").is_file()
