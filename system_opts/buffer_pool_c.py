@@ -7,7 +7,7 @@ What changes against `system_opts.buffer_pool_int8.Int8Session` (numpy kernels):
   and the global pool none (it sums one channel at a time in a register). So the arena shrinks by the
   largest conv's accumulator tile, and it is what a device running this C file needs.
 - No host scratch and no host constants: the kernels read the flat program's arrays as stored (int8
-  weights (K * C_in, C_out), int32 bias and multiplier, int8 shift), from memory or straight from the
+  weights (C_out, K * C_in), int32 bias and multiplier, int8 shift), from memory or straight from the
   memory-mapped weight file.
 Steps of `CInt8Session(program)`:
 1. Plan the device buffers (`device_tensors` plus the accumulator rows) with `system_opts.planner`.
