@@ -8,7 +8,8 @@ the test users, and save the fold's CNN. The forest sees statistics of the SAME 
 (`rf`); a second forest on raw device-axis statistics (`rf-raw`) shows what the channels buy it.
 `RunConfig.for_dataset` takes the window, channel set and epoch budget that `har.sweep` chose for a
 dataset (`har.defaults`); `val_users` validation users per fold early-stop the CNN and make every
-validation-user choice downstream (4, not 2: with 2 users a choice rests on two people's habits). `run_features` does the same for the ARFF feature table with a
+validation-user choice downstream (4, not 2: with 2 users a choice rests on two people's habits).
+`run_features` does the same for the ARFF feature table with a
 small MLP instead of the CNN.
 """
 from __future__ import annotations

@@ -140,8 +140,8 @@ def select_fold(windows_of: WindowsOf, outer: UserSplit, index: int, cfg: Select
     if cfg.test_scores:  # computed after every choice is fixed; only reported
         for r in sel.stage1 + [r for r in sel.stage2 if r["epochs"] != base_epochs]:
             name = candidate_name(r["length"], r["channels"], r["epochs"])
-            sel.test_not_used[name] = outer_test_accuracy(windows_of, outer, index, base, r["length"], r["channels"],
-                                                 r["epochs"])
+            sel.test_not_used[name] = outer_test_accuracy(windows_of, outer, index, base, r["length"],
+                                                          r["channels"], r["epochs"])
             if bar is not None:
                 bar.update(1)
     chosen = candidate_name(**sel.choice)
@@ -150,8 +150,8 @@ def select_fold(windows_of: WindowsOf, outer: UserSplit, index: int, cfg: Select
     return sel
 
 
-def outer_test_accuracy(windows_of: WindowsOf, outer: UserSplit, index: int, base: RunConfig, length: int, channels: str,
-               epochs: int) -> float:
+def outer_test_accuracy(windows_of: WindowsOf, outer: UserSplit, index: int, base: RunConfig, length: int,
+                        channels: str, epochs: int) -> float:
     """Train on the outer training users (early stopping on its validation users), score its test users."""
     win = windows_of(length, channels)
     return _accuracy(win, outer.on(win.user, index), _run_cfg(base, win, epochs))
@@ -223,5 +223,6 @@ def vote(folds: list[FoldSelection]) -> dict:
             "votes": [candidate_name(**f.choice) for f in folds]}
 
 
-__all__ = ["nested_forests", "stage1_epochs", "SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold", "vote", "candidate_name",
+__all__ = ["nested_forests", "stage1_epochs", "SelectionConfig", "UserSplit", "FoldSelection", "select", "select_fold",
+           "vote", "candidate_name",
            "inner_splits", "outer_test_accuracy", "trainings_per_fold"]

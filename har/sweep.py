@@ -128,7 +128,8 @@ def _run(args) -> int:
         nested_forests(windows_of, selections, base)
     decided = vote(selections)
     doc = {"dataset": args.dataset, "activities": args.activities, "selection": cfg.to_dict(),
-           "command": command, "stage1_epochs": stage1_epochs(cfg), "base_recipe": base.train.to_dict(), "outer_folds": len(folds), "val_users": base.val_users,
+           "command": command, "stage1_epochs": stage1_epochs(cfg), "base_recipe": base.train.to_dict(),
+           "outer_folds": len(folds), "val_users": base.val_users,
            "quick": args.quick, "folds": [s.to_dict() for s in selections], "vote": decided,
            "nested_test_accuracy_mean": float(np.mean([s.test_accuracy for s in selections])),
            "nested_test_accuracy_per_fold": [s.test_accuracy for s in selections],

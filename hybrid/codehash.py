@@ -9,7 +9,8 @@ Steps:
 2. `SOURCES` maps each step kind (`hybrid.steps.STEP_TYPES`) to the trees that determine its result; every
    kind also depends on `COMMON`: the `har` package (model, training loop, windows, splits, measure), the
    step runner `hybrid/execute.py`, `hybrid/pipeline.py` and the step configs `hybrid/steps.py`
-   (`SKIP_FILES`: `har/defaults.json`, whose values reach the keys through the configs anyway). `kind_digest(kind)` is the digest of `COMMON` + that kind's trees.
+   (`SKIP_FILES`: `har/defaults.json`, whose values reach the keys through the configs anyway).
+   `kind_digest(kind)` is the digest of `COMMON` + that kind's trees.
 3. `hybrid.pipeline.stage_key` puts `kind_digest` of every step in `steps[:i+1]` into stage i's key, so an
    edit to quantization code invalidates the quantize stage and all later ones, not an earlier prune stage;
    `hybrid.baseline.BaselineSpec.key` puts `baseline_digest()` (`BASELINE`: `har` + `hybrid/baseline.py`) into the
