@@ -33,7 +33,8 @@ from typing import Callable
 import numpy as np
 from tqdm.auto import tqdm
 
-from har.experiment import RunConfig, train_fold_cnn
+from har.experiment import RunConfig, forest_predict, train_fold_cnn
+from har.features import window_stats
 from har.model import predict_logits
 from har.splits import Fold, subject_kfold
 from har.windows import Windows, WindowConfig
@@ -180,8 +181,6 @@ def nested_forests(windows_of: WindowsOf, folds: list[FoldSelection], base: RunC
     """The RandomForest peers inside the same procedure: per outer fold, on that fold's chosen window,
     statistics of the chosen channels (`rf`) and of the raw axes (`rf-raw`), fit on its training +
     validation users, scored once on its test users (`FoldSelection.forest_test_accuracy`)."""
-    from har.experiment import forest_predict
-    from har.features import window_stats
     for f in folds:
         c = f.choice
         for name, channels in (("rf", c["channels"]), ("rf-raw", "raw")):

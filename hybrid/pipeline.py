@@ -9,8 +9,8 @@ A pipeline that ends on an fp32 CNN is measured as torch eager (`TorchArtifact`)
 program as the integer-only numpy reference (`Int8Artifact`).
 `PRESETS` holds the variants of `python -m hybrid.run`, in report order; `VARIANTS` their names.
 Why these settings: the pruning ratio 0.7 is fixed in advance from the byte budget (deployable bytes
-depend on the architecture only: at widths (32, 48, 64) a ratio of 0.5 gives ~14 KB as int8 static pool,
-0.7 gives ~7 KB, under the 8 KiB goal), not tuned on any users; every data-driven choice (PTQ vs QAT, k,
+depend on the architecture only; `python -m hybrid.run --budget-kib N` lists every ratio's bytes in
+`budget.csv`), not tuned on any users; every data-driven choice (PTQ calibration and method, k,
 threshold) is made per fold on validation users by the step itself. The hybrid leaves lazy weights out:
 they change no deployable byte (stored weights are counted either way) and slow the static pool down.
 """
