@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,peers]"
+	$(PY) -m pip install --quiet -e ".[dev,peers,firmware]"
 	touch $(STAMP)
 
 venv: $(STAMP)

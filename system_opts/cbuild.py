@@ -93,6 +93,8 @@ def library() -> ctypes.CDLL:
         raise BuildError(f"{path.name}: ABI version {lib.har_abi_version()}, expected {ABI_VERSION}")
     lib.har_run.argtypes = [ctypes.POINTER(HarOp), ctypes.c_int32]
     lib.har_run.restype = ctypes.c_int
+    lib.har_run_repeat.argtypes = [ctypes.POINTER(HarOp), ctypes.c_int32, ctypes.c_int32]
+    lib.har_run_repeat.restype = ctypes.c_int
     lib.har_op_run.argtypes = [ctypes.POINTER(HarOp)]
     lib.har_op_run.restype = ctypes.c_int
     return lib
