@@ -1,7 +1,7 @@
 """Build and load the C int8 kernels (`system_opts/csrc/har_int8.c`) as a host shared library.
 
 Steps of `library()`:
-1. Key the build by the source bytes, the compiler's `--version` line, the flags and the machine
+1. Key the build by the source and header bytes, the compiler's `--version` line, the flags and the machine
    architecture, so an edited kernel or another compiler never reuses a stale library.
 2. If `<cache_dir>/cbuild/har_int8-<key>.so` is missing, compile into a temporary file next to it and
    rename it into place (two processes building at once both end with a complete library).
@@ -27,6 +27,7 @@ from har.errors import HarError
 from har.paths import cache_dir
 
 SOURCE = Path(__file__).with_name("csrc") / "har_int8.c"
+HEADER = SOURCE.with_suffix(".h")
 FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-Wall", "-fPIC", "-shared")
 ABI_VERSION = 1
 N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
@@ -57,7 +58,7 @@ def _compiler_id(cc: str) -> str:
 
 def library_path() -> Path:
     cc = compiler()
-    h = hashlib.sha256(SOURCE.read_bytes())
+    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes())
     h.update(f"{_compiler_id(cc)}|{' '.join(FLAGS)}|{platform.machine()}".encode())
     return cache_dir() / "cbuild" / f"har_int8-{h.hexdigest()[:16]}.so"
 
@@ -66,7 +67,7 @@ def build(path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
     os.close(fd)
-    cmd = [compiler(), *FLAGS, "-o", tmp, str(SOURCE), "-lm"]
+    cmd = [compiler(), *FLAGS, f"-I{SOURCE.parent}", "-o", tmp, str(SOURCE)]
     try:
         done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
         if done.returncode != 0:

@@ -1,0 +1,208 @@
+"""The device program of an int8 network: its op records, its arena plan and its weight blob.
+
+Steps of `device_program(prog, target)`:
+1. Flatten the `Int8Program` with int8 logits out (`system_opts.flatten_int8`, no dequantize) and drop the
+   input quantizer and the float window: on a device the preprocessing (`har_pre.c`) quantizes each sample
+   straight into the int8 input rows, so no float window is ever stored.
+2. Lay the tensors out as the host session does (`system_opts.int8_layout.device_tensors`: halo rows, conv
+   outputs phase-major under their max pool, which runs in place) and add each gemm's scratch for the
+   target's loop order (`GEMM_MODES`): Cortex-M4 runs im2col16 (an int16 row of k * c_in for SMLAD), the
+   M0+ and the host run the dot order, which needs none.
+3. Plan the arena with `system_opts.planner` (greedy by size, 4-byte alignment: the widest device access is
+   an int32) — the same planner the Python sessions use, so the figure is the planner's, not a formula.
+4. Build one `OpRecord` per op: the `struct har_op` fields (har_int8.h) with pointers given as symbolic
+   references (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
+   constants and a host session could resolve to addresses.
+5. Check the kernels' contract (`check_contract`): shifts in [-31, 30], multipliers >= 0, zero points and
+   clamp bounds in int8, act_min <= act_max, and |partial sums| <= k * c_in * 255 * 128 < 2^31, so no
+   int32 overflow can occur in C; a program outside it is refused before any C is written.
+6. The weight blob: every array a device stores, int32/float32 members first and int8 ones after (so a C
+   struct of them has no padding), padded to a multiple of 4 bytes; `blob_bytes` is the exact image whose
+   CRC32 the firmware checks.
+Limits: the op set of `model_opts.quant.intref`; little-endian targets only (the CRC is over memory bytes).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from har.errors import BadDataError, BadOptionError
+from system_opts.buffer_pool import BufferSpec
+from system_opts.flatten import FlatOp, FlatProgram, TensorSpec
+from system_opts.int8_layout import device_tensors
+from system_opts.planner import MemoryPlan, plan_buffers
+
+TARGETS = ("host", "cortex-m4", "cortex-m0plus")
+GEMM_MODES = {"host": 0, "cortex-m4": 2, "cortex-m0plus": 0}  # har_int8.h HAR_GEMM_DOT / _IM2COL16
+KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3}  # har_int8.h HAR_GEMM, HAR_MAXPOOL, HAR_GAP
+ARENA_ALIGNMENT_BYTES = 4
+MAX_ABS_SUM = (1 << 31) - 1
+
+
+@dataclass(frozen=True)
+class OpRecord:
+    name: str
+    kind: int
+    ints: tuple[int, ...]
+    pointers: tuple[tuple[str, object] | None, ...]
+    floats: tuple[float, ...] = ()
+
+
+@dataclass(frozen=True)
+class Member:
+    """One array of the weight blob: C name, C type, values."""
+
+    name: str
+    ctype: str
+    values: np.ndarray
+
+
+@dataclass(frozen=True)
+class DeviceProgram:
+    target: str
+    program: FlatProgram  # int8 input rows -> int8 logits
+    buffers: tuple[BufferSpec, ...]
+    plan: MemoryPlan
+    records: tuple[OpRecord, ...]
+    members: tuple[Member, ...]
+    input_offset_bytes: int  # where har_pre_quantize writes the (T, C) int8 rows
+    logits_offset_bytes: int
+    input_zero_point: int
+    in_channels: int
+    length: int
+    n_classes: int
+
+    @property
+    def arena_bytes(self) -> int:
+        return self.plan.arena_bytes
+
+    def blob_bytes(self) -> bytes:
+        body = b"".join(np.ascontiguousarray(m.values).astype(m.values.dtype.newbyteorder("<")).tobytes()
+                        for m in self.members)
+        return body + bytes(-len(body) % 4)
+
+
+_CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+
+
+def _strip_quantizer(flat: FlatProgram) -> FlatProgram:
+    """Step 1: the ops after quantize_input, tensors renumbered so the int8 input rows are tensor 0."""
+    if not flat.ops or flat.ops[0].kind != "quantize_input":
+        raise BadDataError("the int8 program does not start with its input quantizer")
+    ops = tuple(FlatOp(op.kind, op.name, op.input - 1, op.output - 1, op.params, op.attrs) for op in flat.ops[1:])
+    tensors = tuple(flat.tensors[1:])
+    weights = {k: v for k, v in flat.weights.items() if not k.startswith(flat.ops[0].name + ".")}
+    return FlatProgram(ops, tensors, weights, {**flat.meta, "input": "int8 rows (T, C) from har_pre.c"})
+
+
+def check_contract(program: FlatProgram) -> None:
+    """Step 5 of the module docstring; raises BadDataError naming the op and the violated bound."""
+    w = program.weights
+    for op in program.ops:
+        a = op.attrs
+        for key in ("input_zero_point", "output_zero_point", "act_min", "act_max"):
+            if key in a and not -128 <= int(a[key]) <= 127:
+                raise BadDataError(f"{op.name}: {key} {a[key]} outside int8")
+        if a.get("act_min", -128) > a.get("act_max", 127):
+            raise BadDataError(f"{op.name}: act_min {a['act_min']} > act_max {a['act_max']}")
+        if op.kind not in ("conv1d_q", "linear_q", "global_avg_pool_q"):
+            continue
+        m, s = w[f"{op.name}.multiplier"], w[f"{op.name}.shift"]
+        if np.any(m < 0) or np.any(s < -31) or np.any(s > 30):
+            raise BadDataError(f"{op.name}: requantisation outside the kernels' contract (multiplier >= 0, "
+                               f"shift in [-31, 30]; got {int(m.min())}, [{int(s.min())}, {int(s.max())}])")
+        if op.kind == "global_avg_pool_q":
+            terms = int(a["length"])
+            bound = terms * 255
+        else:
+            terms = int(w[f"{op.name}.weight"].shape[1])
+            bound = terms * 255 * 128
+        if bound > MAX_ABS_SUM:
+            raise BadDataError(f"{op.name}: {terms} accumulated terms could overflow int32 (bound {bound})")
+
+
+def _scratch(op: FlatOp, i: int, mode: int, tensors) -> list[BufferSpec]:
+    if op.kind not in ("conv1d_q", "linear_q") or mode != 2:
+        return []
+    terms = op.attrs.get("kernel_size", 1) * tensors[op.input].shape[-1]
+    return [BufferSpec(f"{op.name}.xs", 1, terms + (-terms % 2), "int16", i, i)]
+
+
+def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
+    """Steps 1-6 of the module docstring for an `Int8Program` (or anything holding one in `.program`)."""
+    from system_opts import flatten_int8
+    if target not in TARGETS:
+        raise BadOptionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
+    prog = getattr(int8_program, "program", int8_program)
+    flat = _strip_quantizer(flatten_int8.apply(prog, flatten_int8.FlattenInt8Config(dequantize_output=False)))
+    check_contract(flat)
+    mode = GEMM_MODES[target]
+    buffers, place, phases = device_tensors(flat)
+    index = {b.name: j for j, b in enumerate(buffers)}
+    for i, op in enumerate(flat.ops):
+        buffers.extend(_scratch(op, i, mode, flat.tensors))
+    plan = plan_buffers(buffers, "greedy", ARENA_ALIGNMENT_BYTES)
+    offsets = {b.name: p.offset_bytes for b, p in zip(buffers, plan.buffers)}
+    tensors = flat.tensors
+
+    def at(tensor: int, lead_rows: int = 0) -> tuple[str, int]:
+        b, row0, _ = place[tensor]
+        spec = buffers[b]
+        item = np.dtype(spec.dtype).itemsize
+        return ("arena", offsets[spec.name] + (row0 - lead_rows) * spec.cols * item)
+
+    records = []
+    for op in flat.ops:
+        a = op.attrs
+        weights = tuple(("weight", _member_name(p)) for p in op.params)
+        if op.kind in ("conv1d_q", "linear_q"):
+            if op.kind == "conv1d_q":
+                pad, k, c_in = a["padding"], a["kernel_size"], a["in_channels"]
+                n_in, rows, c_out = place[op.input][2], place[op.output][2], tensors[op.output].shape[1]
+                ph = phases.get(op.output, 1)
+            else:
+                pad, k, c_in, n_in, rows, c_out, ph = 0, 1, tensors[op.input].shape[0], 1, 1, \
+                    tensors[op.output].shape[0], 1
+            ints = (n_in, c_in, k, pad, rows, c_out, ph, a["input_zero_point"], a["output_zero_point"],
+                    a.get("act_min", -128), a.get("act_max", 127), mode)
+            scratch = (("arena", offsets[f"{op.name}.xs"]),) if mode == 2 else ()
+            ptrs = (at(op.input, pad), at(op.output), *weights, *scratch)
+            records.append(OpRecord(op.name, KIND["gemm"], tuple(int(v) for v in ints), ptrs))
+        elif op.kind == "maxpool1d":
+            y = tensors[op.output].shape
+            k = a["kernel_size"]
+            ints = (y[0], y[1], k, int(phases.get(op.input) == k))
+            records.append(OpRecord(op.name, KIND["maxpool1d"], ints, (at(op.input), at(op.output))))
+        elif op.kind == "global_avg_pool_q":
+            x = tensors[op.input].shape
+            if x[0] != a["length"]:
+                raise BadDataError(f"{op.name}: built for {a['length']} steps, gets {x[0]}")
+            ints = (x[0], x[1], a["input_zero_point"], a["output_zero_point"])
+            records.append(OpRecord(op.name, KIND["global_avg_pool_q"], tuple(int(v) for v in ints),
+                                    (at(op.input), at(op.output), *weights)))
+        else:
+            raise BadDataError(f"{op.name}: op kind {op.kind!r} has no device kernel")
+    members = _members(flat, prog)
+    last = len(tensors) - 1
+    return DeviceProgram(target, flat, tuple(buffers), plan, tuple(records), members, at(0)[1], at(last)[1],
+                         int(prog.input.zero_point), int(prog.in_channels), int(prog.length),
+                         int(tensors[last].shape[0]))
+
+
+def _member_name(param: str) -> str:
+    return param.replace(".", "_")
+
+
+def _members(flat: FlatProgram, prog) -> tuple[Member, ...]:
+    """Step 6: the input quantizer's floats and every op array, 4-byte types first."""
+    arrays = [("input_inv_scale", np.asarray(prog.input.inv_scale, np.float32)),
+              ("input_offset", np.asarray(prog.input.offset, np.float32))]
+    arrays += [(_member_name(p), np.ascontiguousarray(flat.weights[p]).reshape(-1))
+               for op in flat.ops for p in op.params]
+    out = []
+    for name, values in arrays:
+        if str(values.dtype) not in _CTYPES:
+            raise BadDataError(f"{name}: dtype {values.dtype} cannot be stored on the device")
+        out.append(Member(name, _CTYPES[str(values.dtype)], values))
+    return tuple(sorted(out, key=lambda m: m.ctype == "int8_t"))  # stable: 4-byte members keep their order
