@@ -73,7 +73,7 @@ class CInt8Session(Int8Session):
         ints: list[int] = []
         ptrs = [_address(x), _address(y)]
         if op.kind == "quantize_input":
-            ints = [x.shape[0], x.shape[1]]
+            ints = [x.shape[0], x.shape[1], attrs.get("zero_point", 0)]
         elif op.kind in ("conv1d_q", "linear_q"):
             if op.kind == "conv1d_q":
                 p = attrs["padding"]
@@ -84,8 +84,9 @@ class CInt8Session(Int8Session):
             else:
                 n_in, c_in, k, p, rows, c_out, phases = 1, tensors[op.input].shape[0], 1, 0, 1, \
                     tensors[op.output].shape[0], 1
+            mode = cbuild.GEMM_TIME_MAJOR if self._time_major(op) else cbuild.GEMM_DOT
             ints = [n_in, c_in, k, p, rows, c_out, phases, attrs["input_zero_point"],
-                    attrs["output_zero_point"], attrs.get("act_min", -128), attrs.get("act_max", 127)]
+                    attrs["output_zero_point"], attrs.get("act_min", -128), attrs.get("act_max", 127), mode]
             ptrs += [0, 0, 0, 0]  # weights: written by prepare
             if self._time_major(op):
                 ptrs += [_address(self._views[f"{op.name}.xt"]), _address(self._views[f"{op.name}.acc"])]

@@ -31,6 +31,7 @@ HEADER = SOURCE.with_suffix(".h")
 FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-Wall", "-fPIC", "-shared")
 ABI_VERSION = 1
 N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
+GEMM_DOT, GEMM_TIME_MAJOR, GEMM_IM2COL16 = 0, 1, 2  # har_int8.h HAR_GEMM_*: gemm loop orders (i[11])
 KIND = {"quantize_input": 0, "gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "dequantize": 4}
 
 

@@ -5,6 +5,7 @@ The int8 reference already is a list of ops; this turns it into the same flat fo
 packed output-channel major, (C_out, K * C_in), the layout int8 device kernels (TFLite, CMSIS-NN,
 `system_opts/csrc/har_int8.c`) read: each output is one contiguous dot product with an im2col row. Op kinds and their arrays (names `op<i>.<kind>.<field>`):
 - `quantize_input` (float32 -> int8): inv_scale, offset (float32, normaliser folded in by the reference);
+  attr zero_point (what a NaN becomes);
 - `conv1d_q`: weight int8 (C_out, K * C_in), bias int32, multiplier int32, shift int8; attrs padding,
   kernel_size, in_channels, input/output zero point, act_min/act_max (a fused ReLU is act_min = zp_out);
 - `maxpool1d` (dtype-agnostic, shared with fp32), `global_avg_pool_q` (multiplier int32 (1,), shift int8
@@ -46,7 +47,8 @@ def apply(program, config: FlattenInt8Config = FlattenInt8Config()) -> FlatProgr
         ops.append(FlatOp(kind, name, len(tensors) - 2, len(tensors) - 1, tuple(f"{name}.{k}" for k in params), attrs))
 
     emit("quantize_input", (t, c), "int8", {"inv_scale": program.input.inv_scale.astype(np.float32),
-                                           "offset": program.input.offset.astype(np.float32)})
+                                           "offset": program.input.offset.astype(np.float32)},
+         zero_point=int(program.input.zero_point))  # a NaN input value quantizes to it
     for i, op in enumerate(program.ops):
         if isinstance(op, (Conv1dInt8, LinearInt8, GlobalAvgPoolInt8)):
             zps = dict(input_zero_point=int(op.input_zero_point), output_zero_point=int(op.output_zero_point))

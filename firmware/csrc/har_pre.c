@@ -17,11 +17,71 @@
  * measured on its own outputs, never assumed equal.
  * Quantization (har_q8 in har_int8.c, the kernels' input quantizer): v * inv_scale[c] + offset[c], NaN ->
  * zero point, clamp to [-128, 127], round half to even. Int16 counts cannot produce NaN or Inf here.
- * No allocation, no libc: sqrtf is __builtin_sqrtf (one VSQRT on the M4F with -fno-math-errno; newlib's
- * correctly rounded sqrtf on the M0+).
+ * No allocation, no libc, no libm: sqrt is the FPU's (one VSQRT on the M4F, SQRTSS on x86-64: IEEE correctly
+ * rounded) or, without an FPU (M0+), `soft_sqrtf` below: the same correctly rounded result by integer
+ * square root (newlib's sqrtf would pull in errno).
  */
 #include "har_pre.h"
 #include "har_int8.h"
+
+#if !defined(HAR_SOFT_SQRT) && (defined(__ARM_FP) || defined(__x86_64__) || defined(__aarch64__))
+#define har_sqrtf(x) __builtin_sqrtf(x)
+#else
+/* floor(sqrt(v)) and v - floor(sqrt(v))^2, bit by bit */
+static uint32_t isqrt64(uint64_t v, uint64_t *rem) {
+    uint64_t r = 0, bit = (uint64_t)1 << 62;
+    while (bit > v) bit >>= 2;
+    while (bit) {
+        if (v >= r + bit) {
+            v -= r + bit;
+            r = (r >> 1) + bit;
+        } else {
+            r >>= 1;
+        }
+        bit >>= 2;
+    }
+    *rem = v;
+    return (uint32_t)r;
+}
+
+/* IEEE sqrt, round to nearest, for any float: x = m * 2^E (m < 2^24); scale m by 2^24 or 2^23 so the
+ * exponent is even and r = isqrt(M) has exactly 24 bits; round up when M - r^2 > r (a square root is never
+ * exactly halfway between two floats). */
+static float soft_sqrtf(float x) {
+    uint32_t ix;
+    __builtin_memcpy(&ix, &x, 4);
+    const uint32_t sign = ix >> 31, be = (ix >> 23) & 0xFF;
+    uint32_t m = ix & 0x7FFFFF;
+    if (be == 0xFF) return sign && m == 0 ? (x - x) / (x - x) : x; /* NaN stays, +Inf stays, -Inf -> NaN */
+    if ((ix & 0x7FFFFFFF) == 0) return x;                            /* +-0 */
+    if (sign) return (x - x) / (x - x);                              /* negative -> NaN */
+    int32_t e = (int32_t)be - 150;
+    if (be == 0) { /* subnormal: normalise */
+        e = -149;
+        while (!(m & 0x800000)) {
+            m <<= 1;
+            e--;
+        }
+    } else {
+        m |= 0x800000;
+    }
+    const int32_t odd = e & 1;
+    const uint64_t big = (uint64_t)m << (odd ? 23 : 24);
+    int32_t re = (e - (odd ? 23 : 24)) / 2;
+    uint64_t rem;
+    uint32_t r = isqrt64(big, &rem);
+    if (rem > r) r++;
+    if (r == (1u << 24)) {
+        r >>= 1;
+        re++;
+    }
+    const uint32_t bits = ((uint32_t)(re + 23 + 127) << 23) | (r & 0x7FFFFF);
+    float out;
+    __builtin_memcpy(&out, &bits, 4);
+    return out;
+}
+#define har_sqrtf(x) soft_sqrtf(x)
+#endif
 
 int32_t har_pre_n_channels(int32_t channel_set) { return channel_set == HAR_CH_ROBUST_TILT ? 6 : 3; }
 
@@ -35,7 +95,7 @@ static struct gravity unit_gravity(const int16_t *ring, int32_t t, float scale) 
         for (int32_t k = 0; k < 3; k++) sum[k] += ring[i * 3 + k]; /* |sum| <= t * 32768: exact */
     float g[3];
     for (int32_t k = 0; k < 3; k++) g[k] = ((float)sum[k] * scale) / (float)t;
-    float n = __builtin_sqrtf((g[0] * g[0] + g[1] * g[1]) + g[2] * g[2]);
+    float n = har_sqrtf((g[0] * g[0] + g[1] * g[1]) + g[2] * g[2]);
     n = n > 1e-6f ? n : 1e-6f;
     struct gravity out;
     for (int32_t k = 0; k < 3; k++) out.u[k] = g[k] / n;
@@ -52,11 +112,11 @@ static void sample_channels(const int16_t *c, float scale, int32_t set, const st
         return;
     }
     const float vert = (a0 * g->u[0] + a1 * g->u[1]) + a2 * g->u[2];
-    const float mag = __builtin_sqrtf((a0 * a0 + a1 * a1) + a2 * a2);
+    const float mag = har_sqrtf((a0 * a0 + a1 * a1) + a2 * a2);
     float h2 = mag * mag - vert * vert;
     h2 = h2 > 0.0f ? h2 : 0.0f;
     v[0] = vert;
-    v[1] = __builtin_sqrtf(h2);
+    v[1] = har_sqrtf(h2);
     v[2] = mag;
     if (set == HAR_CH_ROBUST_TILT)
         for (int32_t k = 0; k < 3; k++) v[3 + k] = __builtin_fabsf(g->u[k]);
