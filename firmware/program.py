@@ -17,7 +17,9 @@ Steps of `device_program(prog, target)`:
    clamp bounds in int8, act_min <= act_max, and |partial sums| <= k * c_in * 255 * 128 < 2^31, so no
    int32 overflow can occur in C; a program outside it is refused before any C is written.
 6. The weight blob: every array a device stores, int32/float32 members first and int8 ones after (so a C
-   struct of them has no padding), padded to a multiple of 4 bytes; `blob_bytes` is the exact image whose
+   struct of them has no padding), padded to a multiple of 4 bytes; on im2col16 targets gemm weights are
+   stored as that kernel reads them: rows zero-padded to 4 terms, channel pairs interleaved (no tail loop,
+   one pointer per operand in the SMLAD loop); `blob_bytes` is the exact image whose
    CRC32 the firmware checks.
 Limits: the op set of `model_opts.quant.intref`; little-endian targets only (the CRC is over memory bytes).
 """
@@ -126,7 +128,7 @@ def _scratch(op: FlatOp, i: int, mode: int, tensors) -> list[BufferSpec]:
     if op.kind not in ("conv1d_q", "linear_q") or mode != 2:
         return []
     terms = op.attrs.get("kernel_size", 1) * tensors[op.input].shape[-1]
-    return [BufferSpec(f"{op.name}.xs", 1, terms + (-terms % 2), "int16", i, i)]
+    return [BufferSpec(f"{op.name}.xs", 2, terms + (-terms % 4), "int16", i, i)]  # two padded im2col rows
 
 
 def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
@@ -183,7 +185,7 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
                                     (at(op.input), at(op.output), *weights)))
         else:
             raise BadDataError(f"{op.name}: op kind {op.kind!r} has no device kernel")
-    members = _members(flat, prog)
+    members = _members(flat, prog, pad_weights=mode == 2)
     last = len(tensors) - 1
     return DeviceProgram(target, flat, tuple(buffers), plan, tuple(records), members, at(0)[1], at(last)[1],
                          int(prog.input.zero_point), int(prog.in_channels), int(prog.length),
@@ -194,12 +196,26 @@ def _member_name(param: str) -> str:
     return param.replace(".", "_")
 
 
-def _members(flat: FlatProgram, prog) -> tuple[Member, ...]:
-    """Step 6: the input quantizer's floats and every op array, 4-byte types first."""
+def _im2col16_weights(w: np.ndarray) -> np.ndarray:
+    """(C_out, terms) int8 -> the im2col16 kernel's layout (har_int8.c): rows zero-padded to a multiple of
+    4 terms, a zero row after an odd last channel, channel pairs interleaved by 4 terms."""
+    c_out, terms = w.shape
+    w = np.pad(w, ((0, c_out % 2), (0, -terms % 4)))
+    pairs, tp = w.shape[0] // 2, w.shape[1]
+    return np.ascontiguousarray(w.reshape(pairs, 2, tp // 4, 4).transpose(0, 2, 1, 3)).reshape(w.shape)
+
+
+def _members(flat: FlatProgram, prog, pad_weights: bool) -> tuple[Member, ...]:
+    """Step 6: the input quantizer's floats and every op array, 4-byte types first; with `pad_weights`
+    (im2col16 targets) gemm weights are stored in that kernel's layout (`_im2col16_weights`)."""
     arrays = [("input_inv_scale", np.asarray(prog.input.inv_scale, np.float32)),
               ("input_offset", np.asarray(prog.input.offset, np.float32))]
-    arrays += [(_member_name(p), np.ascontiguousarray(flat.weights[p]).reshape(-1))
-               for op in flat.ops for p in op.params]
+    for op in flat.ops:
+        for p in op.params:
+            w = np.ascontiguousarray(flat.weights[p])
+            if pad_weights and p.endswith(".weight"):
+                w = _im2col16_weights(w)
+            arrays.append((_member_name(p), w.reshape(-1)))
     out = []
     for name, values in arrays:
         if str(values.dtype) not in _CTYPES:

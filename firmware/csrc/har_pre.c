@@ -137,13 +137,23 @@ void har_pre_quantize(const int16_t *ring, int32_t start, int32_t t, float scale
                       const float *inv_scale, const float *offset, int32_t zero_point, int8_t *out_tc) {
     const struct gravity g = unit_gravity(ring, t, scale);
     const int32_t n_ch = har_pre_n_channels(channel_set);
+    int8_t tilt[3] = {0, 0, 0}; /* robust_tilt: channels 3..5 are constant over the window, quantized once */
+    if (channel_set == HAR_CH_ROBUST_TILT)
+        for (int32_t k = 0; k < 3; k++) {
+            float q = __builtin_fabsf(g.u[k]) * inv_scale[3 + k];
+            q = q + offset[3 + k];
+            tilt[k] = har_q8(q, zero_point);
+        }
+    const int32_t set = channel_set == HAR_CH_ROBUST_TILT ? HAR_CH_ROBUST : channel_set;
     float v[6];
     for (int32_t i = 0, j = start; i < t; i++, j = j + 1 == t ? 0 : j + 1) {
-        sample_channels(ring + j * 3, scale, channel_set, &g, v);
-        for (int32_t ch = 0; ch < n_ch; ch++) {
+        sample_channels(ring + j * 3, scale, set, &g, v);
+        int8_t *row = out_tc + i * n_ch;
+        for (int32_t ch = 0; ch < 3; ch++) {
             float q = v[ch] * inv_scale[ch];
             q = q + offset[ch];
-            out_tc[i * n_ch + ch] = har_q8(q, zero_point);
+            row[ch] = har_q8(q, zero_point);
         }
+        for (int32_t ch = 3; ch < n_ch; ch++) row[ch] = tilt[ch - 3];
     }
 }

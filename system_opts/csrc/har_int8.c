@@ -16,6 +16,10 @@
 #include <stdint.h>
 
 #include "har_int8.h"
+/* which kernels and gemm loop orders this build holds (HAR_WITH_*: 1 or 0): the host session's
+ * har_int8_config.h enables all; an export writes one enabling what its op table uses, so a device links
+ * no dead kernel. A disabled kind or mode makes har_op_run return -1, never a wrong result. */
+#include "har_int8_config.h"
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 /* a 4-byte load from any alignment (the builtin inlines to one LDR: -ffreestanding disables plain memcpy's) */
@@ -34,35 +38,37 @@ static inline int32_t sxtb16_ror8(int32_t v) {
 #endif
 
 static inline int32_t srdhm(int32_t a, int32_t b) {
-    /* gemmlowp SaturatingRoundingDoublingHighMul: C division truncates toward zero, as gemmlowp */
-    if (a == INT32_MIN && b == INT32_MIN) return INT32_MAX;
-    int64_t ab = (int64_t)a * (int64_t)b;
-    int64_t nudge = ab >= 0 ? (1LL << 30) : (1 - (1LL << 30));
-    return (int32_t)((ab + nudge) / (1LL << 31));
+    /* gemmlowp SaturatingRoundingDoublingHighMul: (ab + nudge) / 2^31 truncated toward zero, nudge 2^30 for
+     * ab >= 0 and 1 - 2^30 below, which is floor((ab + 2^30) / 2^31) in both cases (for ab < 0:
+     * trunc(t / 2^31) = floor((t + 2^31 - 1) / 2^31) with t = ab + 1 - 2^30): one add and an arithmetic
+     * shift, no branch (>> of a negative value is arithmetic in GCC and Clang) */
+    /* its saturation case a == b == INT32_MIN cannot occur: multipliers are >= 0 (the kernels' contract) */
+    return (int32_t)(((int64_t)a * (int64_t)b + (1LL << 30)) >> 31);
 }
 
 static inline int32_t rdbpot(int32_t x, int32_t e) {
-    /* gemmlowp RoundingDivideByPOT, 0 <= e <= 31: ties away from zero */
-    int64_t mask = (1LL << e) - 1;
-    int64_t rem = (int64_t)x & mask;
-    int64_t threshold = (mask >> 1) + (x < 0);
-    return (int32_t)(((int64_t)x >> e) + (rem > threshold));
+    /* gemmlowp RoundingDivideByPOT, 0 <= e <= 31: ties away from zero; 32-bit only (a Cortex-M has no
+     * single-instruction 64-bit shift) */
+    const uint32_t mask = (1u << e) - 1u;
+    const int32_t rem = (int32_t)((uint32_t)x & mask);
+    const int32_t threshold = (int32_t)(mask >> 1) + (x < 0);
+    return (x >> e) + (rem > threshold);
 }
 
 static inline int32_t requantize(int32_t x, int32_t m, int32_t shift) {
     /* TFLite MultiplyByQuantizedMultiplier; the left shift saturates (UB in TFLite's C) */
-    int32_t left = shift > 0 ? shift : 0, right = shift > 0 ? 0 : -shift;
-    int64_t xs = (int64_t)x * (1LL << left);
-    if (xs > INT32_MAX) xs = INT32_MAX;
-    if (xs < INT32_MIN) xs = INT32_MIN;
-    return rdbpot(srdhm((int32_t)xs, m), right);
+    if (shift > 0) {
+        const int64_t xs = (int64_t)x * (int64_t)(1u << shift);
+        x = xs > INT32_MAX ? INT32_MAX : (xs < INT32_MIN ? INT32_MIN : (int32_t)xs);
+        return srdhm(x, m);
+    }
+    return rdbpot(srdhm(x, m), -shift);
 }
 
-static inline int8_t clamp8(int32_t v, int32_t lo, int32_t hi) {
-    return (int8_t)(v < lo ? lo : (v > hi ? hi : v));
-}
+static inline int32_t clamp8(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
 
 /* i: rows, channels, zero_point; p: x (float, rows x C), y (int8), inv_scale[C], offset[C] */
+#if HAR_WITH_QUANTIZE
 static void quantize_input(const struct har_op *op) {
     const int32_t rows = op->i[0], c = op->i[1], zp = op->i[2];
     const float *x = op->p[0], *inv = op->p[2], *off = op->p[3];
@@ -74,72 +80,120 @@ static void quantize_input(const struct har_op *op) {
             y[t * c + ch] = har_q8(v, zp);
         }
 }
+#endif
 
 static inline int8_t output(int32_t acc, int32_t bias, int32_t m, int32_t shift, int32_t zp_out, int32_t lo,
                             int32_t hi) {
     const int32_t a = (int32_t)((uint32_t)acc + (uint32_t)bias); /* wraps like the reference */
-    return clamp8(requantize(a, m, shift) + zp_out, lo, hi);
+    /* clamp before adding zp_out: requantize may return values near INT32_MAX, where + zp_out overflows */
+    return (int8_t)(clamp8(requantize(a, m, shift), lo - zp_out, hi - zp_out) + zp_out);
 }
 
-/* (x - zp_in) of one im2col row into int16, each group of 4 stored as x0, x2, x1, x3: the order in which
- * SXTB16 unpacks 4 int8 weights into two int16 pairs (bytes 0, 2 and, rotated by 8, bytes 1, 3). */
-static void im2col16_row(const int8_t *row, int32_t terms, int32_t zp, int16_t *xs) {
+/* (x - zp_in) of one im2col row into int16 scratch laid out for dot2x2: quad q of the row (4 terms) at
+ * xs[8q .. 8q + 3] (the caller passes xs + 4 for the second row of a pair), stored as x0, x2, x1, x3: the
+ * order in which SXTB16 unpacks 4 int8 weights into two int16 pairs (bytes 0, 2 and, rotated by 8, bytes
+ * 1, 3). Terms from `terms` up to `padded` (a multiple of 4) are written 0 (their weights are 0 too). On
+ * DSP targets one word = 4 inputs: SXTB16 twice gives exactly that order and SSUB16 subtracts zp from both
+ * halves (exact: x - zp lies in [-255, 255]). */
+#if HAR_WITH_GEMM_IM2COL16
+static void im2col16_row(const int8_t *row, int32_t terms, int32_t padded, int32_t zp, int16_t *xs) {
     const int32_t quads = terms & ~3;
-    for (int32_t j = 0; j < quads; j += 4) {
-        xs[j] = (int16_t)(row[j] - zp);
-        xs[j + 1] = (int16_t)(row[j + 2] - zp);
-        xs[j + 2] = (int16_t)(row[j + 1] - zp);
-        xs[j + 3] = (int16_t)(row[j + 3] - zp);
-    }
-    for (int32_t j = quads; j < terms; j++) xs[j] = (int16_t)(row[j] - zp);
-}
-
-/* sum_j xs'[j] * w[j] for two weight rows at once (xs in im2col16_row's order): dual 16-bit MACs on DSP
- * targets, the same products one by one elsewhere */
-static void dot16x2(const int16_t *restrict xs, const int8_t *restrict w0, const int8_t *restrict w1,
-                    int32_t terms, int32_t *a0, int32_t *a1) {
-    const int32_t quads = terms & ~3;
-    int32_t s0 = 0, s1 = 0;
+    int32_t j = 0;
+    int16_t *out = xs;
 #if defined(__ARM_FEATURE_DSP)
-    for (int32_t j = 0; j < quads; j += 4) {
-        const int32_t xa = load32(xs + j), xb = load32(xs + j + 2), wa = load32(w0 + j), wb = load32(w1 + j);
-        s0 = __smlad(__sxtb16(wa), xa, s0);
-        s0 = __smlad(sxtb16_ror8(wa), xb, s0);
-        s1 = __smlad(__sxtb16(wb), xa, s1);
-        s1 = __smlad(sxtb16_ror8(wb), xb, s1);
+    const int32_t zp2 = (int32_t)(((uint32_t)zp & 0xFFFFu) * 0x10001u);
+    for (; j < quads; j += 4, out += 8) {
+        const int32_t v = load32(row + j);
+        const int32_t even = __ssub16(__sxtb16(v), zp2), odd = __ssub16(sxtb16_ror8(v), zp2);
+        __builtin_memcpy(out, &even, 4);
+        __builtin_memcpy(out + 2, &odd, 4);
     }
 #else
-    for (int32_t j = 0; j < quads; j += 4) {
-        s0 += xs[j] * w0[j] + xs[j + 1] * w0[j + 2] + xs[j + 2] * w0[j + 1] + xs[j + 3] * w0[j + 3];
-        s1 += xs[j] * w1[j] + xs[j + 1] * w1[j + 2] + xs[j + 2] * w1[j + 1] + xs[j + 3] * w1[j + 3];
+    for (; j < quads; j += 4, out += 8) {
+        out[0] = (int16_t)(row[j] - zp);
+        out[1] = (int16_t)(row[j + 2] - zp);
+        out[2] = (int16_t)(row[j + 1] - zp);
+        out[3] = (int16_t)(row[j + 3] - zp);
     }
 #endif
-    for (int32_t j = quads; j < terms; j++) {
-        s0 += xs[j] * w0[j];
-        s1 += xs[j] * w1[j];
+    if (j < padded) { /* 1 to 3 terms left; the 4th is always padding */
+        const int32_t n = terms - j;
+        out[0] = (int16_t)(row[j] - zp);
+        out[1] = n > 2 ? (int16_t)(row[j + 2] - zp) : 0;
+        out[2] = n > 1 ? (int16_t)(row[j + 1] - zp) : 0;
+        out[3] = 0;
     }
-    *a0 = s0;
-    *a1 = s1;
 }
+
+/* The 2 x 2 block of the im2col16 gemm: two im2col rows (interleaved by quad in xs) times two weight rows
+ * (interleaved by quad in wp: 4 bytes of channel c, 4 of channel c + 1): each weight load and unpack
+ * serves two rows and each input load two channels (CMSIS-NN's s8 x s16 kernel does the same), and one
+ * pointer per operand keeps every value in a register. acc = r0c0, r0c1, r1c0, r1c1. */
+__attribute__((noinline)) static void dot2x2(const int16_t *restrict xs, const int8_t *restrict wp, int32_t quads,
+                                             int32_t *acc) {
+    int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
+#if defined(__ARM_FEATURE_DSP)
+    /* one quad: 6 loads, 4 unpacks, 8 dual MACs for 16 products; unrolled twice (half the loop overhead) */
+#define HAR_QUAD(X, W)                                                                                        \
+    do {                                                                                                      \
+        const int32_t a0 = load32(X), b0 = load32((X) + 2), a1 = load32((X) + 4), b1 = load32((X) + 6);       \
+        int32_t w_ = load32(W), lo_ = __sxtb16(w_), hi_ = sxtb16_ror8(w_);                                    \
+        s00 = __smlad(hi_, b0, __smlad(lo_, a0, s00));                                                        \
+        s10 = __smlad(hi_, b1, __smlad(lo_, a1, s10));                                                        \
+        w_ = load32((W) + 4);                                                                                 \
+        lo_ = __sxtb16(w_);                                                                                   \
+        hi_ = sxtb16_ror8(w_);                                                                                \
+        s01 = __smlad(hi_, b0, __smlad(lo_, a0, s01));                                                        \
+        s11 = __smlad(hi_, b1, __smlad(lo_, a1, s11));                                                        \
+    } while (0)
+    if (quads & 1) {
+        HAR_QUAD(xs, wp);
+        xs += 8;
+        wp += 8;
+    }
+    for (quads >>= 1; quads > 0; quads--, xs += 16, wp += 16) {
+        HAR_QUAD(xs, wp);
+        HAR_QUAD(xs + 8, wp + 8);
+    }
+#undef HAR_QUAD
+#else
+    for (; quads > 0; quads--, xs += 8, wp += 8) {
+        const int8_t *w0 = wp, *w1 = wp + 4;
+        const int16_t *x0 = xs, *x1 = xs + 4;
+        s00 += x0[0] * w0[0] + x0[1] * w0[2] + x0[2] * w0[1] + x0[3] * w0[3];
+        s01 += x0[0] * w1[0] + x0[1] * w1[2] + x0[2] * w1[1] + x0[3] * w1[3];
+        s10 += x1[0] * w0[0] + x1[1] * w0[2] + x1[2] * w0[1] + x1[3] * w0[3];
+        s11 += x1[0] * w1[0] + x1[1] * w1[2] + x1[2] * w1[1] + x1[3] * w1[3];
+    }
+#endif
+    acc[0] = s00;
+    acc[1] = s01;
+    acc[2] = s10;
+    acc[3] = s11;
+}
+#endif
 
 /* Conv1d (and Linear: rows_out 1, k 1, pad 0) on channel-last int8 rows.
  * i: n_in (rows of the unpadded input), c_in, k, pad, rows_out (rows computed), c_out, phases,
  *    zp_in, zp_out, act_min, act_max, mode (HAR_GEMM_*)
  * p: x (first halo row: pad rows of zp_in, n_in rows, pad rows), y, w (c_out x k*c_in), bias, m,
  *    shift (int8); time-major: xt (int16, c_in x (n_in + 2 pad)), acc (int32, rows_out);
- *    im2col16: xs (int16, k*c_in)
+ *    im2col16: xs (int16, 2 x tp with tp = k*c_in rounded up to a multiple of 4); w in the im2col16
+ *    layout: rows zero-padded to tp terms, channels in pairs (c, c + 1) interleaved by 4 terms, a zero row
+ *    after an odd last channel: ceil(c_out / 2) * 2 * tp bytes (the exporter writes it)
  * Three loop orders, the same integers (every partial sum is exact in int32):
  * - dot: output (t, c) is one dot product of the k*c_in contiguous input bytes from row t with weight
  *   row c; no scratch (the smallest arena; the portable device choice).
  * - time-major: transpose (x - zp_in) to channel-first int16 once, then for each output channel add
  *   w[c][kk][ch] * xt[ch][t + kk] over all t at once; fast on the host for the first layers, where
  *   k*c_in is short and T long.
- * - im2col16: per output row, (x - zp_in) once into int16 scratch, then two output channels at a time
- *   with SMLAD (two 16-bit MACs per instruction) on Cortex-M4/M7/M33 (ARMv7E-M DSP); portable C elsewhere.
+ * - im2col16: per pair of output rows, (x - zp_in) once into int16 scratch, then 2 rows x 2 output
+ *   channels at a time with SMLAD (two 16-bit MACs per instruction) on Cortex-M4/M7/M33 (ARMv7E-M DSP);
+ *   portable C elsewhere.
  * (x - zp_in) * w fits int16 * int16 in all three.
  * Output row t lands at (t % phases) * (rows_out / phases) + t / phases: phase-major for an in-place
  * max pool of kernel `phases` after it. */
-static void gemm(const struct har_op *op) {
+static int gemm(const struct har_op *op) {
     const int32_t n_in = op->i[0], c_in = op->i[1], k = op->i[2], pad = op->i[3], rows = op->i[4],
                   c_out = op->i[5], phases = op->i[6], zp_in = op->i[7], zp_out = op->i[8],
                   lo = op->i[9], hi = op->i[10], mode = op->i[11];
@@ -153,27 +207,33 @@ static void gemm(const struct har_op *op) {
         x[j] = (int8_t)zp_in;
         x[(pad + n_in) * c_in + j] = (int8_t)zp_in;
     }
+#if HAR_WITH_GEMM_IM2COL16
     if (mode == HAR_GEMM_IM2COL16) {
+        /* output rows two at a time (r, r + 1 of one phase; an odd last row is paired with itself and its
+         * twin discarded), output channels two at a time from their interleaved weights */
+        const int32_t tp = (terms + 3) & ~3, quads = tp / 4;
         int16_t *restrict xs = op->p[6];
         for (int32_t ph = 0; ph < phases; ph++)
-            for (int32_t r = 0; r < per; r++) {
-                im2col16_row(x + (ph + phases * r) * c_in, terms, zp_in, xs);
-                int8_t *out = y + (ph * per + r) * c_out;
-                int32_t c = 0;
-                for (; c + 1 < c_out; c += 2) {
-                    int32_t a0, a1;
-                    dot16x2(xs, w + c * terms, w + (c + 1) * terms, terms, &a0, &a1);
-                    out[c] = output(a0, bias[c], m[c], shift[c], zp_out, lo, hi);
-                    out[c + 1] = output(a1, bias[c + 1], m[c + 1], shift[c + 1], zp_out, lo, hi);
-                }
-                if (c < c_out) {
-                    int32_t a0, a1;
-                    dot16x2(xs, w + c * terms, w + c * terms, terms, &a0, &a1);
-                    out[c] = output(a0, bias[c], m[c], shift[c], zp_out, lo, hi);
+            for (int32_t r = 0; r < per; r += 2) {
+                const int32_t r1 = r + 1 < per ? r + 1 : r;
+                im2col16_row(x + (ph + phases * r) * c_in, terms, tp, zp_in, xs);
+                im2col16_row(x + (ph + phases * r1) * c_in, terms, tp, zp_in, xs + 4);
+                int8_t *out0 = y + (ph * per + r) * c_out, *out1 = y + (ph * per + r1) * c_out;
+                for (int32_t c = 0; c < c_out; c += 2) {
+                    int32_t a[4];
+                    dot2x2(xs, w + c * tp, quads, a);
+                    out0[c] = output(a[0], bias[c], m[c], shift[c], zp_out, lo, hi);
+                    out1[c] = output(a[2], bias[c], m[c], shift[c], zp_out, lo, hi);
+                    if (c + 1 < c_out) {
+                        out0[c + 1] = output(a[1], bias[c + 1], m[c + 1], shift[c + 1], zp_out, lo, hi);
+                        out1[c + 1] = output(a[3], bias[c + 1], m[c + 1], shift[c + 1], zp_out, lo, hi);
+                    }
                 }
             }
-        return;
+        return 0;
     }
+#endif
+#if HAR_WITH_GEMM_DOT
     if (mode == HAR_GEMM_DOT) {
         for (int32_t ph = 0; ph < phases; ph++)
             for (int32_t r = 0; r < per; r++) {
@@ -186,8 +246,11 @@ static void gemm(const struct har_op *op) {
                     out[c] = output(a, bias[c], m[c], shift[c], zp_out, lo, hi);
                 }
             }
-        return;
+        return 0;
     }
+#endif
+#if HAR_WITH_GEMM_TIME_MAJOR
+    if (mode != HAR_GEMM_TIME_MAJOR) return -1;
     int16_t *restrict xt = op->p[6];
     int32_t *restrict acc = op->p[7];
     for (int32_t t = 0; t < n_pad; t++)
@@ -204,23 +267,56 @@ static void gemm(const struct har_op *op) {
             for (int32_t r = 0; r < per; r++)
                 y[(ph * per + r) * c_out + c] = output(acc[ph + phases * r], bias[c], m[c], shift[c], zp_out, lo, hi);
     }
+    return 0;
+#else
+    (void)n_pad;
+    return -1;
+#endif
 }
 
 /* i: rows_out, channels, kernel, phase_major; p: x, y.  Phase-major input: y is x's first block and
  * y[r] = max_j x[j * rows_out + r] in place; otherwise y[t] = max_j x[t * kernel + j]. */
-static void maxpool(const struct har_op *op) {
+static int maxpool(const struct har_op *op) {
     const int32_t rows = op->i[0], c = op->i[1], k = op->i[2], phase_major = op->i[3];
     const int8_t *x = op->p[0];
     int8_t *y = op->p[1];
+    if (phase_major) {
+        /* y = elementwise max of the k contiguous blocks of rows x c bytes: 4 bytes per step on DSP
+         * targets (SSUB8 sets a GE flag per byte, SEL picks the larger) */
+        const int32_t n = rows * c;
+        int32_t j = 0;
+#if defined(__ARM_FEATURE_DSP)
+        for (; j + 4 <= n; j += 4) {
+            int32_t best = load32(x + j);
+            for (int32_t b = 1; b < k; b++) {
+                const int32_t v = load32(x + b * n + j);
+                (void)__ssub8(v, best);
+                best = __sel(v, best);
+            }
+            __builtin_memcpy(y + j, &best, 4);
+        }
+#endif
+        for (; j < n; j++) {
+            int8_t best = x[j];
+            for (int32_t b = 1; b < k; b++) best = x[b * n + j] > best ? x[b * n + j] : best;
+            y[j] = best;
+        }
+        return 0;
+    }
+#if HAR_WITH_MAXPOOL_STRIDED
     for (int32_t r = 0; r < rows; r++)
         for (int32_t ch = 0; ch < c; ch++) {
-            int8_t best = -128;
-            for (int32_t j = 0; j < k; j++) {
-                const int8_t v = phase_major ? x[(j * rows + r) * c + ch] : x[(r * k + j) * c + ch];
+            int8_t best = x[r * k * c + ch];
+            for (int32_t j = 1; j < k; j++) {
+                const int8_t v = x[(r * k + j) * c + ch];
                 best = v > best ? v : best;
             }
             y[r * c + ch] = best;
         }
+    return 0;
+#else
+    return -1;
+#endif
 }
 
 /* i: length, channels, zp_in, zp_out; p: x (length x C), y (C), m (1), shift (1, int8) */
@@ -231,12 +327,14 @@ static void global_avg_pool(const struct har_op *op) {
     int8_t *y = op->p[1];
     for (int32_t ch = 0; ch < c; ch++) {
         int32_t s = 0;
-        for (int32_t t = 0; t < length; t++) s += (int32_t)x[t * c + ch] - zp_in;
-        y[ch] = clamp8(requantize(s, m[0], shift[0]) + zp_out, -128, 127);
+        for (int32_t t = 0; t < length; t++) s += x[t * c + ch];
+        s -= length * zp_in; /* exact: |s| <= length * 255 (the exporter bounds length) */
+        y[ch] = (int8_t)(clamp8(requantize(s, m[0], shift[0]), -128 - zp_out, 127 - zp_out) + zp_out);
     }
 }
 
 /* i: n, zp; f: scale; p: x (int8), y (float) */
+#if HAR_WITH_DEQUANTIZE
 static void dequantize(const struct har_op *op) {
     const int32_t n = op->i[0];
     const float zp = (float)op->i[1], scale = op->f[0];
@@ -244,14 +342,19 @@ static void dequantize(const struct har_op *op) {
     float *y = op->p[1];
     for (int32_t j = 0; j < n; j++) y[j] = ((float)x[j] - zp) * scale;
 }
+#endif
 
 int har_op_run(const struct har_op *op) {
     switch (op->kind) {
+#if HAR_WITH_QUANTIZE
     case HAR_QUANTIZE: quantize_input(op); return 0;
-    case HAR_GEMM: gemm(op); return 0;
-    case HAR_MAXPOOL: maxpool(op); return 0;
+#endif
+    case HAR_GEMM: return gemm(op);
+    case HAR_MAXPOOL: return maxpool(op);
     case HAR_GAP: global_avg_pool(op); return 0;
+#if HAR_WITH_DEQUANTIZE
     case HAR_DEQUANTIZE: dequantize(op); return 0;
+#endif
     default: return -1;
     }
 }

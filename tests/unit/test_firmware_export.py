@@ -109,7 +109,7 @@ def test_targets_plan_their_own_scratch(case):
     m4, m0 = device_program(prog, "cortex-m4"), device_program(prog, "cortex-m0plus")
     assert any(b.name.endswith(".xs") for b in m4.buffers) and not any(b.name.endswith(".xs") for b in m0.buffers)
     assert m0.arena_bytes <= m4.arena_bytes
-    assert m4.blob_bytes() == m0.blob_bytes()
+    assert len(m4.blob_bytes()) >= len(m0.blob_bytes())  # M4 weight rows padded to 4 terms
 
 
 def test_contract_violations_are_refused_before_any_c_is_written(case, tmp_path):

@@ -1,0 +1,10 @@
+/* Kernels of the host build (system_opts.cbuild): everything. An export writes its own har_int8_config.h. */
+#ifndef HAR_INT8_CONFIG_H
+#define HAR_INT8_CONFIG_H
+#define HAR_WITH_QUANTIZE 1
+#define HAR_WITH_DEQUANTIZE 1
+#define HAR_WITH_GEMM_DOT 1
+#define HAR_WITH_GEMM_TIME_MAJOR 1
+#define HAR_WITH_GEMM_IM2COL16 1
+#define HAR_WITH_MAXPOOL_STRIDED 1
+#endif
