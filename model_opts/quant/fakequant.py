@@ -13,6 +13,11 @@ the gradient inside the range and zero it outside; the bias rounding passes it u
 rounded half-to-even, bias / (s_in * s_w) rounded), so integer weights are identical; the only remaining
 difference to the integer reference is requantization (Q31 multiplier vs float32 product), which moves a
 value by at most one LSB at a rounding boundary.
+The global average pool's (multiplier, shift) are TFLM's, not quantize_multiplier(s_in / (T * s_out)):
+`fixedpoint.mean_multiplier` folds 1/T into TFLM MEAN's mantissa by integer division, so the exported
+.tflite (`firmware.tflm`) reproduces the pool bit for bit. When the pool's calibrated (scale, zero point)
+equal its input's, its output scale is moved up one float32 step (`_distinct_mean_scale`; the next layer
+uses the moved scale), because some TFLM MEAN kernels take a truncating shortcut for equal parameters.
 """
 from __future__ import annotations
 
@@ -22,7 +27,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from har.windows import Normalizer
-from model_opts.quant.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, quantize_multipliers
+from model_opts.quant.fixedpoint import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, mean_multiplier,
+                                         quantize_multipliers)
 from model_opts.quant.graph import FloatConv1d, FloatGlobalAvgPool, FloatLinear, FloatMaxPool1d, FloatOp
 from model_opts.quant.intref import (Conv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program, LinearInt8,
                                      MaxPool1dInt8)
@@ -138,6 +144,15 @@ class QuantSim(nn.Module):
         return x
 
 
+def _distinct_mean_scale(s_in: torch.Tensor, zp_in: int, s_out: torch.Tensor, zp_out: int) -> torch.Tensor:
+    """The global pool's output scale, one float32 step larger when its (scale, zero point) equal the
+    input's: some TFLM MEAN kernels (older reference ones, Xtensa HiFi) then skip requantization and
+    truncate sum(q) / n, which our arithmetic does not do (a dead layer calibrates both to (1.0, 0))."""
+    if float(s_out) == float(s_in) and zp_out == zp_in:
+        return torch.tensor(float(np.nextafter(np.float32(s_out), np.float32(np.inf))), dtype=torch.float32)
+    return s_out
+
+
 def to_program(sim: QuantSim) -> Int8Program:
     """Integer-only program equivalent to `sim` (see module docstring for the one rounding difference)."""
     inv, offset = sim.input_affine()
@@ -155,9 +170,9 @@ def to_program(sim: QuantSim) -> Int8Program:
             s_out, zp_out = sim.act(act_k)
             act_k += 1
             if kind == "gap":
-                m, sh = quantize_multipliers(np.array([float(cur_s) / (t * float(s_out))]))
-                ops.append(GlobalAvgPoolInt8(t, int(m[0]), int(sh[0]), cur_zp, int(zp_out), float(cur_s),
-                                             float(s_out)))
+                s_out = _distinct_mean_scale(cur_s, cur_zp, s_out, int(zp_out))
+                m, sh = mean_multiplier(float(cur_s), float(s_out), t)
+                ops.append(GlobalAvgPoolInt8(t, m, sh, cur_zp, int(zp_out), float(cur_s), float(s_out)))
                 t = 1
             else:
                 w = sim.weights[meta["param"]].detach()

@@ -4,6 +4,8 @@ Every function works elementwise on numpy integer arrays and is written to be tr
 - `quantize_multiplier(M)`: a positive real multiplier M becomes (m, shift) with m an int32 Q31 mantissa
   in [2^30, 2^31) and M ~= m * 2^(shift - 31). M == 0 (a dead channel) gives (0, 0). A multiplier below
   2^-31 would need a right shift beyond 31 bits; it is flushed to (0, 0) (its output is the zero point).
+  The mantissa is rounded half away from zero (TfLiteRound), as TFLite's QuantizeMultiplier does.
+- `mean_multiplier(s_in, s_out, n)`: TFLite/TFLM's integer MEAN multiplier for n averaged elements (below).
 - `saturating_rounding_doubling_high_mul(a, b)`: (a * b * 2) >> 32 with the rounding nudge of gemmlowp
   (+2^30 for a non-negative product, 1 - 2^30 for a negative one, then division truncating toward zero,
   so exact halves round upward: 1.5 -> 2, -1.5 -> -1); the one overflow case a == b == INT32_MIN
@@ -39,7 +41,8 @@ def quantize_multiplier(real: float) -> tuple[int, int]:
     if real == 0.0:
         return 0, 0
     mantissa, shift = np.frexp(real)  # real = mantissa * 2**shift, mantissa in [0.5, 1)
-    q = int(round(float(mantissa) * (1 << 31)))
+    # half away from zero like TfLiteRound (Python's round() would go to even); the sum is exact in double
+    q = int(np.floor(float(mantissa) * (1 << 31) + 0.5))
     if q == 1 << 31:  # rounding carried into the next power of two
         q //= 2
         shift += 1
@@ -54,6 +57,26 @@ def quantize_multipliers(reals: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     m = np.array([p[0] for p in pairs], dtype=np.int64).reshape(np.shape(reals))
     s = np.array([p[1] for p in pairs], dtype=np.int64).reshape(np.shape(reals))
     return m.astype(np.int32), s.astype(np.int32)
+
+
+def mean_multiplier(input_scale: float, output_scale: float, count: int) -> tuple[int, int]:
+    """(m, shift) of TFLite/TFLM's int8 MEAN (reference_ops::QuantizedMeanOrSum) over `count` elements, so
+    that mean = clamp(zp_out + MultiplyByQuantizedMultiplier(sum(q - zp_in), m, shift)) is bit-exact with TFLM:
+        (m0, e0) = quantize_multiplier(double(s_in) / double(s_out))
+        sh = min(floor(log2 count), 32, 31 + e0)            # keeps m in int32 and shift >= -31
+        m = (int64(m0) << sh) / count (truncating), shift = e0 - sh
+    The 1/count factor is folded into the mantissa by a truncating integer division, not into the real
+    multiplier: quantize_multiplier(s_in / (count * s_out)) usually gives another pair, which moves a few
+    sums in a thousand by one LSB. The scales are taken as float32, the precision a .tflite file stores
+    and TFLM computes from."""
+    count = int(count)
+    if count < 1:
+        raise ValueError(f"a mean needs at least one element, got {count}")
+    if not (np.float32(input_scale) > 0 and np.float32(output_scale) > 0):
+        raise ValueError(f"mean scales must be positive, got {input_scale} and {output_scale}")
+    m0, e0 = quantize_multiplier(float(np.float32(input_scale)) / float(np.float32(output_scale)))
+    sh = min(count.bit_length() - 1, 32, 31 + e0)
+    return int((m0 << sh) // count), int(e0 - sh)
 
 
 def saturating_rounding_doubling_high_mul(a: np.ndarray, b: np.ndarray) -> np.ndarray:

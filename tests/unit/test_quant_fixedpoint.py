@@ -3,7 +3,7 @@ import numpy as np
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from model_opts.quant.fixedpoint import (INT32_MAX, INT32_MIN, affine_qparams, dequantize,
+from model_opts.quant.fixedpoint import (INT32_MAX, INT32_MIN, affine_qparams, dequantize, mean_multiplier,
                                          multiply_by_quantized_multiplier, quantize, quantize_multiplier,
                                          rounding_divide_by_pot, saturating_rounding_doubling_high_mul,
                                          symmetric_scales)
@@ -57,6 +57,32 @@ def test_quantize_multiplier_reconstructs_the_real(real):
         return
     assert (1 << 30) <= m < (1 << 31)
     assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2.0 ** -30
+
+
+def test_quantize_multiplier_rounds_a_tie_away_from_zero_like_tflite():
+    k = (1 << 30) + 2  # even: round-half-to-even would keep k
+    assert quantize_multiplier((k + 0.5) / 2 ** 31) == (k + 1, 0)
+
+
+@settings(max_examples=300, deadline=None)
+@given(s_in=st.floats(1e-4, 10.0), ratio=st.floats(1e-3, 1e3), n=st.integers(1, 5000))
+def test_mean_multiplier_folds_one_over_n_into_the_mantissa(s_in, ratio, n):
+    s_out = s_in / ratio
+    m, shift = mean_multiplier(s_in, s_out, n)
+    m0, e0 = quantize_multiplier(float(np.float32(s_in)) / float(np.float32(s_out)))
+    assert 0 < m < 2 ** 31 and -31 <= shift <= e0
+    real = float(np.float32(s_in)) / (n * float(np.float32(s_out)))
+    # m0 is within 2^-31 relative; the truncating division by n costs < 1 of a mantissa > 2^29
+    assert abs(m * 2.0 ** (shift - 31) - real) <= real * 2.0 ** -28
+    if n & (n - 1) == 0:  # a power of two divides exactly
+        assert (m, shift) == (m0, e0 - (n.bit_length() - 1))
+
+
+def test_mean_multiplier_bad_values():
+    with pytest.raises(ValueError):
+        mean_multiplier(0.1, 0.2, 0)
+    with pytest.raises(ValueError):
+        mean_multiplier(0.1, 0.0, 4)
 
 
 def test_quantize_multiplier_zero_and_bad_values():
