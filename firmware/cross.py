@@ -86,13 +86,16 @@ def _define_flags(defines: Mapping[str, object] | None) -> list[str]:
 
 def build(target: str, sources: Sequence[str | os.PathLike], out_elf: str | os.PathLike,
           include_dirs: Sequence[str | os.PathLike] = (), defines: Mapping[str, object] | None = None,
-          opt: str = "-Os", harness: str = "test") -> BuildResult:
-    """Build `out_elf` for `target` ("cortex-m4" | "cortex-m0plus") from `sources` + the board files."""
+          opt: str = "-Os", harness: str = "test", opt_overrides: Mapping[str, str] | None = None) -> BuildResult:
+    """Build `out_elf` for `target` ("cortex-m4" | "cortex-m0plus") from `sources` + the board files;
+    `opt_overrides` maps a source file name (e.g. "har_int8.c") to its own optimisation flag."""
     tgt = get_target(target)
     if harness not in HARNESSES:
         raise BadOptionError(f"unknown harness {harness!r}; choose one of {', '.join(HARNESSES)}")
-    if opt not in OPT_LEVELS:
-        raise BadOptionError(f"unknown optimisation flag {opt!r}; choose one of {', '.join(OPT_LEVELS)}")
+    overrides = dict(opt_overrides or {})
+    for flag in (opt, *overrides.values()):
+        if flag not in OPT_LEVELS:
+            raise BadOptionError(f"unknown optimisation flag {flag!r}; choose one of {', '.join(OPT_LEVELS)}")
     srcs = [Path(s).resolve() for s in sources]
     for s in srcs:
         if not s.is_file() or s.suffix != ".c":
@@ -109,14 +112,13 @@ def build(target: str, sources: Sequence[str | os.PathLike], out_elf: str | os.P
 
     incs = [Path(d).resolve() for d in include_dirs] + [BOARDS_DIR.resolve()]
     incs += [d for d in dict.fromkeys(s.parent for s in srcs) if d not in incs]
-    common = [gcc, *tgt.cpu_flags, opt, *FLAGS, "-fstack-usage", *(f"-I{d}" for d in incs),
-              *_define_flags(defines)]
+    rest = [*FLAGS, "-fstack-usage", *(f"-I{d}" for d in incs), *_define_flags(defines)]
     units = [(BOARDS_DIR.resolve() / name, obj_dir / "boards" / (Path(name).stem + ".o"))
              for name in BOARD_SOURCES + HARNESSES[harness]]
     units += [(s, obj_dir / (s.stem + ".o")) for s in srcs]
     # -ffile-prefix-map: a __FILE__ in the library expands to "./name.c", not a path of this machine
-    compiles = [tuple(common + [f"-ffile-prefix-map={src.parent}=.", "-c", str(src), "-o", str(obj)])
-                for src, obj in units]
+    compiles = [(gcc, *tgt.cpu_flags, overrides.get(src.name, opt), *rest, f"-ffile-prefix-map={src.parent}=.",
+                 "-c", str(src), "-o", str(obj)) for src, obj in units]
     with ThreadPoolExecutor(max_workers=min(4, os.cpu_count() or 1)) as pool:
         jobs = [pool.submit(_run, cmd, obj_dir, f"compiling {src.name}")
                 for cmd, (src, _) in zip(compiles, units)]
