@@ -124,11 +124,12 @@ def check_contract(program: FlatProgram) -> None:
             raise BadDataError(f"{op.name}: {terms} accumulated terms could overflow int32 (bound {bound})")
 
 
-def _scratch(op: FlatOp, i: int, mode: int, tensors) -> list[BufferSpec]:
+def _scratch(op: FlatOp, i: int, mode: int, tensors, rows_in: int) -> list[BufferSpec]:
+    """im2col16: the whole padded input as int16, plus 4 zeros the last window's padding terms read."""
     if op.kind not in ("conv1d_q", "linear_q") or mode != 2:
         return []
-    terms = op.attrs.get("kernel_size", 1) * tensors[op.input].shape[-1]
-    return [BufferSpec(f"{op.name}.xs", 2, terms + (-terms % 4), "int16", i, i)]  # two padded im2col rows
+    c_in = tensors[op.input].shape[-1]
+    return [BufferSpec(f"{op.name}.xs", 1, rows_in * c_in + 4, "int16", i, i)]
 
 
 def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
@@ -143,7 +144,8 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
     buffers, place, phases = device_tensors(flat)
     index = {b.name: j for j, b in enumerate(buffers)}
     for i, op in enumerate(flat.ops):
-        buffers.extend(_scratch(op, i, mode, flat.tensors))
+        rows_in = place[op.input][2] + 2 * op.attrs.get("padding", 0)
+        buffers.extend(_scratch(op, i, mode, flat.tensors, rows_in))
     plan = plan_buffers(buffers, "greedy", ARENA_ALIGNMENT_BYTES)
     offsets = {b.name: p.offset_bytes for b, p in zip(buffers, plan.buffers)}
     tensors = flat.tensors
@@ -198,11 +200,13 @@ def _member_name(param: str) -> str:
 
 def _im2col16_weights(w: np.ndarray) -> np.ndarray:
     """(C_out, terms) int8 -> the im2col16 kernel's layout (har_int8.c): rows zero-padded to a multiple of
-    4 terms, a zero row after an odd last channel, channel pairs interleaved by 4 terms."""
+    4 terms, a zero row after an odd last channel, channel pairs interleaved by 4 terms, each quad stored
+    w0, w2, w1, w3."""
     c_out, terms = w.shape
     w = np.pad(w, ((0, c_out % 2), (0, -terms % 4)))
     pairs, tp = w.shape[0] // 2, w.shape[1]
-    return np.ascontiguousarray(w.reshape(pairs, 2, tp // 4, 4).transpose(0, 2, 1, 3)).reshape(w.shape)
+    w = w.reshape(pairs, 2, tp // 4, 4)[..., [0, 2, 1, 3]]  # SXTB16 then pairs (w0, w1) and (w2, w3)
+    return np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(pairs * 2, tp)
 
 
 def _members(flat: FlatProgram, prog, pad_weights: bool) -> tuple[Member, ...]:

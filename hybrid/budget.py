@@ -1,11 +1,11 @@
-"""Memory-budget search: the most accurate int8 static-pool variant whose deployable bytes fit N bytes.
+"""Memory-budget search: the most accurate int8 static-pool variant whose model bytes fit N bytes.
 
 Grid: CNN widths x structured-pruning ratio x {PTQ, QAT}; every point is the pipeline
 [prune (if ratio > 0)] -> quantize (that one method) -> int8 static pool, the `hybrid` variant's recipe.
 Steps of `search(config, runner, out)`:
 1. Bytes first, from the architecture alone: for each (widths, ratio) an UNTRAINED network of the pruned
    widths (`model_opts.prune.target_widths`) is quantized (PTQ calibrated on a few training windows) and
-   wrapped as an int8 static pool; `measure` gives its deployable bytes. Stored arrays and the arena plan
+   wrapped as an int8 static pool; `measure` gives its model bytes. Stored arrays and the arena plan
    depend on shapes only, never on weight values, so this is exact (and re-checked after building: a
    mismatch is reported in the row). PTQ and QAT give the same bytes.
 2. No point fits: the result says so, naming the smallest point (not an error).
@@ -38,8 +38,8 @@ from hybrid.measuring import single_threaded
 from hybrid.pipeline import Pipeline, PipelineConfig
 from hybrid.steps import PruneStep, QuantStep, SystemStep
 
-COLUMNS = ("widths", "ratio", "method", "pruned_widths", "deployable_bytes", "weight_bytes", "arena_bytes", "fits",
-           "val_accuracy", "test_accuracy", "measured_deployable_bytes", "chosen")
+COLUMNS = ("widths", "ratio", "method", "pruned_widths", "model_bytes", "weight_bytes", "arena_bytes", "fits",
+           "val_accuracy", "test_accuracy", "measured_model_bytes", "chosen")
 
 
 @dataclass(frozen=True)
@@ -80,7 +80,7 @@ def architecture_bytes(widths: tuple[int, ...], ctx: FoldContext) -> dict:
     art = artifacts.from_int8(int8, artifacts.SystemOptsConfig(static_pool=True, planner=step.planner,
                                                                int8_kernels=step.int8_kernels))
     fp = measure(art, np.ascontiguousarray(win.x[ctx.fold.train_idx[:4]]), None, MeasureConfig.static_only())
-    return {"deployable_bytes": fp.deployable_bytes, "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes}
+    return {"model_bytes": fp.model_bytes, "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes}
 
 
 def _widths_context(runner, widths: tuple[int, ...], k: int) -> FoldContext:
@@ -129,9 +129,9 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
                 size = architecture_bytes(pw, base_ctx) if min(pw) >= 1 else None
             for method in cfg.methods:
                 rows.append({"widths": list(widths), "ratio": ratio, "method": method, "pruned_widths": list(pw),
-                             **(size or {"deployable_bytes": None, "weight_bytes": None, "arena_bytes": None}),
-                             "fits": size is not None and size["deployable_bytes"] <= cfg.budget_bytes,
-                             "val_accuracy": None, "test_accuracy": None, "measured_deployable_bytes": None,
+                             **(size or {"model_bytes": None, "weight_bytes": None, "arena_bytes": None}),
+                             "fits": size is not None and size["model_bytes"] <= cfg.budget_bytes,
+                             "val_accuracy": None, "test_accuracy": None, "measured_model_bytes": None,
                              "chosen": False})
     fitting = [r for r in rows if r["fits"]]
     win = runner.data.windows
@@ -145,7 +145,7 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
             with single_threaded():
                 r["val_accuracy"] = val_accuracy(built.artifact, ctx)
                 fp = measure(built.artifact, win.x[val], win.y[val], MeasureConfig.static_only())
-            r["measured_deployable_bytes"] = fp.deployable_bytes
+            r["measured_model_bytes"] = fp.model_bytes
         finally:
             built.close()
     kib = cfg.budget_bytes / 1024
@@ -155,20 +155,20 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
                 "fitting points are trained. Ranking by accuracy on the fold's validation users; only the "
                 "winner is then scored on test users.")
     if not fitting:
-        sized = [r for r in rows if r["deployable_bytes"] is not None]
-        small = min(sized, key=lambda r: r["deployable_bytes"])
+        sized = [r for r in rows if r["model_bytes"] is not None]
+        small = min(sized, key=lambda r: r["model_bytes"])
         line = (f"budget {kib:g} KiB ({cfg.budget_bytes:,} B): no variant fits; the smallest grid point, widths "
                 f"{tuple(small['widths'])} pruned {small['ratio']:g} -> {tuple(small['pruned_widths'])}, needs "
-                f"{small['deployable_bytes']:,} B")
+                f"{small['model_bytes']:,} B")
         winner = None
     else:
-        winner = max(fitting, key=lambda r: (r["val_accuracy"], -r["deployable_bytes"]))
+        winner = max(fitting, key=lambda r: (r["val_accuracy"], -r["model_bytes"]))
         winner["chosen"] = True
         winner["test_accuracy"] = _test_accuracy(runner, winner, k)  # the one test score of the search
-        mismatch = [r for r in fitting if r["measured_deployable_bytes"] != r["deployable_bytes"]]
+        mismatch = [r for r in fitting if r["measured_model_bytes"] != r["model_bytes"]]
         line = (f"budget {kib:g} KiB ({cfg.budget_bytes:,} B): best = widths {tuple(winner['widths'])} pruned "
                 f"{winner['ratio']:g} -> {tuple(winner['pruned_widths'])}, {winner['method'].upper()}, int8 static "
-                f"pool: {winner['measured_deployable_bytes']:,} B deployable, validation accuracy "
+                f"pool: {winner['measured_model_bytes']:,} B model bytes (weights + arena), validation accuracy "
                 f"{100 * winner['val_accuracy']:.2f} %, test accuracy {100 * winner['test_accuracy']:.2f} % "
                 f"(fold {k}; {len(fitting)} of {len(rows)} grid points fit)")
         if mismatch:

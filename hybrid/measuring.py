@@ -39,7 +39,7 @@ def measure_config(quick: bool) -> MeasureConfig:
 
 
 def measure_variant(artifact, x_test: np.ndarray, y_test: np.ndarray, fold: int, quick: bool,
-                    flamegraph: Path | None = None, notes: str = "") -> Footprint:
+                    flamegraph: Path | None = None, notes: str = "", device=None) -> Footprint:
     if fold == TIMED_FOLD:
         cfg = measure_config(quick)
         if flamegraph is not None:
@@ -52,4 +52,4 @@ def measure_variant(artifact, x_test: np.ndarray, y_test: np.ndarray, fold: int,
             # here; torch's lazy init) otherwise lands in the heap peak of whichever variant happens to run
             # first in the process (measured: pca's peak 7.7 KiB or 32 MiB depending on what ran before)
             artifact.predict(np.ascontiguousarray(x_test[:1]))
-        return measure(artifact, x_test, y_test, cfg, notes=notes)
+        return measure(artifact, x_test, y_test, cfg, notes=notes, device=device)

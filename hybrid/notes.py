@@ -11,10 +11,18 @@ from har.measure.footprint import BYTE_FIELDS
 from hybrid.report import (VOLATILE_COLUMNS, byte_equality, choices_lines, hybrid_checks, results_table)
 
 GLOSSARY = {
-    "deployable bytes": "what a device must hold to run one window: stored weight bytes (every array the artifact "
-                        "needs: weights, biases, BN statistics, normaliser, int8 scales, multipliers and zero "
-                        "points) + the planned arena for artifacts with a static memory plan, or + the activation "
-                        "peak (most bytes of intermediate tensors live at once, batch 1) for those without one.",
+    "model bytes": "host-side estimate of what the model itself needs, flash and RAM together: stored weight "
+                   "bytes (every array the artifact needs: weights, biases, BN statistics, normaliser, int8 "
+                   "scales, multipliers and zero points) + the planned arena for artifacts with a static memory "
+                   "plan, or + the activation peak (most bytes of intermediate tensors live at once, batch 1) for "
+                   "those without one. No code, no stack: for exportable int8 variants the firmware section gives "
+                   "the real figures (flash and RAM from the linked Cortex-M ELF).",
+    "flash / RAM": "of the firmware library in a linked Cortex-M ELF (arm-none-eabi-gcc 12, the app firmware: "
+                   "init + push samples), per section category (firmware.elfsize); RAM includes the painted "
+                   "stack high-water mark of the library calls. Never summed into one number.",
+    "instructions": "executed Thumb instructions of one har_classify call (raw int16 samples -> class), counted "
+                    "by unicorn block hooks on the same ELF (equal to QEMU's -d exec,nochain -singlestep counts), "
+                    "mean over the counted windows; counted twice, the lists must be equal.",
     "arena": "the single preallocated activation buffer of a static-pool artifact, as planned "
              "(`system_opts.planner`, 16-byte aligned); empty for artifacts that allocate per op.",
     "heap": "memray's heap high watermark while streaming 1-window predictions (fold 0), after one untracked "
@@ -105,13 +113,13 @@ def _budget_lines(budget: dict | None) -> list[str]:
     if not budget:
         return []
     lines = ["## Budget search", "", f"**{budget['line']}**", "", budget["protocol"], "",
-             "| widths | ratio | method | pruned widths | deployable B | fits | val acc | test acc |",
+             "| widths | ratio | method | pruned widths | model B | fits | val acc | test acc |",
              "|---|---|---|---|---|---|---|---|"]
     for r in budget["rows"]:
         va = "-" if r.get("val_accuracy") is None else f"{100 * r['val_accuracy']:.2f} %"
         te = "-" if r.get("test_accuracy") is None else f"{100 * r['test_accuracy']:.2f} %"
         lines.append(f"| {tuple(r['widths'])} | {r['ratio']:g} | {r['method']} | {tuple(r['pruned_widths'])} | "
-                     f"{r['deployable_bytes']:,} | {'yes' if r['fits'] else 'no'} | {va} | {te} |")
+                     f"{r['model_bytes']:,} | {'yes' if r['fits'] else 'no'} | {va} | {te} |")
     return lines + ["", "Full table: `budget.csv`.", ""]
 
 
@@ -120,14 +128,14 @@ def _reading_lines(rows: list[dict]) -> list[str]:
     out = ["### Reading the table", ""]
     if {"model-all", "hybrid"} <= names:
         out.append("- **model-all vs hybrid**: the same int8 program per fold (same accuracy). model-all runs the numpy "
-                   "integer reference, which has no memory plan: its deployable bytes add the logical activation peak "
+                   "integer reference, which has no memory plan: its model bytes add the logical activation peak "
                    "(int8 tensors and the float input) and leave out the conv halo rows and the kernel scratch "
                    "(int16 and int32 rows of the time-major convs) a real int8 kernel needs. The hybrid's planned arena includes them, so it is the figure to hold against "
                    "a device, and it runs with 0 heap allocations.")
     if {"hybrid", "static-pool", "system-all"} <= names:
         by = {r["variant"]: r for r in rows}
         slow = float(by["system-all"]["latency_ms_p50"] or 0) / float(by["static-pool"]["latency_ms_p50"] or 1)
-        out.append(f"- **hybrid without lazy weights**: a lazy weight file changes no deployable byte (stored weights "
+        out.append(f"- **hybrid without lazy weights**: a lazy weight file changes no model byte (stored weights "
                    f"count either way) and made the static pool {slow:.1f}x slower here (system-all vs static-pool), "
                    "so the hybrid keeps its int8 weights resident.")
     if "cascade" in names:
@@ -142,7 +150,7 @@ def _reading_lines(rows: list[dict]) -> list[str]:
                    "reference runtime.")
     if names & {"ort-fp32", "ort-int8"}:
         out.append("- **ONNX Runtime peers**: ORT plans memory internally and does not report the plan, so their "
-                   "deployable bytes use the stored graph's activation peak; their heap includes ORT's own arena.")
+                   "model bytes use the stored graph's activation peak; their heap includes ORT's own arena.")
     return out + [""]
 
 
@@ -161,6 +169,8 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
             lines += ["### The `hybrid` row against its targets", "", "| target | met | measured |", "|---|---|---|"]
             lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in checks] + [""]
         lines += _reading_lines(rows)
+        from hybrid.device import firmware_lines
+        lines += firmware_lines(runner)
         lines += ["## Plots", ""] + [f"![{f}]({f})" for f in figures] + [
             "", "Anchors on the first plot are published claims under other protocols (4 classes and a leaky random "
             "split for the STM32 model zoo; protocol unstated for seed 001's \"0.08 MB\", whose 93.7 % is a best "

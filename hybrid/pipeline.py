@@ -8,11 +8,11 @@ made, not halfway through a run: an impossible one raises `PipelineError` (a `Ha
 A pipeline that ends on an fp32 CNN is measured as torch eager (`TorchArtifact`), one that ends on an int8
 program as the integer-only numpy reference (`Int8Artifact`).
 `PRESETS` holds the variants of `python -m hybrid.run`, in report order; `VARIANTS` their names.
-Why these settings: the pruning ratio 0.7 is fixed in advance from the byte budget (deployable bytes
+Why these settings: the pruning ratio 0.7 is fixed in advance from the byte budget (model bytes
 depend on the architecture only; `python -m hybrid.run --budget-kib N` lists every ratio's bytes in
 `budget.csv`), not tuned on any users; every data-driven choice (PTQ calibration and method, k,
 threshold) is made per fold on validation users by the step itself. The hybrid leaves lazy weights out:
-they change no deployable byte (stored weights are counted either way) and slow the static pool down.
+they change no model byte (stored weights are counted either way) and slow the static pool down.
 """
 from __future__ import annotations
 

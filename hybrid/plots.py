@@ -1,6 +1,6 @@
 """The three figures of the hybrid report, from `summary.csv` rows (PNG via `har.plots.save_figure`).
 
-- `accuracy_vs_bytes`: accuracy against deployable bytes (log x), one point per variant coloured by
+- `accuracy_vs_bytes`: accuracy against model bytes (log x), one point per variant coloured by
   family, the Pareto front (no other variant is both smaller and more accurate) as a step line, and the
   published anchors as hollow stars labelled with their own, different protocols.
 - `memory_breakdown`: per variant, stacked horizontal bars of stored weights and working memory (the
@@ -23,7 +23,7 @@ from matplotlib.patches import Patch  # noqa: E402
 from har.plots import save_figure  # noqa: E402
 
 COLORS = {"baseline": "#444444", "peer": "#8c564b", "model": "#1f77b4", "system": "#ff7f0e", "hybrid": "#d62728"}
-ANCHORS = (  # (label, deployable bytes, accuracy)
+ANCHORS = (  # (label, model bytes, accuracy)
     ("STM32 model zoo IGN int8: 4.74 KiB, 85.6 %\n(4 classes, random split)", 4.74 * 1024, 0.856),
     ("seed 001 claim: \"0.08 MB\", 93.7 %\n(best accuracy, protocol unstated)", 0.08e6, 0.937),
 )
@@ -56,7 +56,7 @@ def label_groups(names: list[str], points: list[tuple[float, float]], size_facto
 
 def accuracy_vs_bytes(rows: list[dict], title: str, path: Path) -> Path:
     fig, ax = plt.subplots(figsize=(9, 5.6))
-    pts = [(float(r["deployable_bytes"]), float(r["accuracy"])) for r in rows]
+    pts = [(float(r["model_bytes"]), float(r["accuracy"])) for r in rows]
     for r, (size, acc) in zip(rows, pts):
         ax.scatter(size, 100 * acc, s=46, color=COLORS.get(r["family"], "k"), zorder=3)
     footnotes = []
@@ -85,7 +85,7 @@ def accuracy_vs_bytes(rows: list[dict], title: str, path: Path) -> Path:
     ax.scatter([], [], marker="*", s=120, facecolors="none", edgecolors="#9467bd",
                label="published anchors (other protocols)")
     ax.set_xscale("log")
-    ax.set_xlabel("deployable bytes (weights + arena or activation peak), log scale")
+    ax.set_xlabel("model bytes (weights + arena or activation peak), log scale")
     ax.set_ylabel("accuracy on held-out test users (%)")
     accs = [100 * a for _, a in pts] + [100 * a for _, _, a in ANCHORS]
     ax.set_ylim(min(accs) - 1.0, max(accs) + 1.5)

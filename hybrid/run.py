@@ -39,6 +39,8 @@ def build_parser():
                         "many times slower for the small MLP/CNN trainings here); measuring always uses 1")
     p.add_argument("--cache-dir", default=None, help="stage cache (default: <project>/.cache/hybrid)")
     p.add_argument("--no-flamegraphs", action="store_true", help="skip the memray flame graph HTML files")
+    p.add_argument("--no-firmware", action="store_true",
+                   help="skip the firmware section (export + emulated Cortex-M4/M0+ runs of the int8 variants)")
     p.add_argument("--no-progress", action="store_true")
     return p
 
@@ -70,7 +72,8 @@ def _run(args) -> int:
     settings = RunSettings(out=out, dataset=args.dataset, activities=args.activities, data_dir=args.data_dir,
                            quick=args.quick, seed=args.seed, variants=variants, budget_kib=args.budget_kib,
                            threads=args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
-                           progress=not args.no_progress, flamegraphs=not args.no_flamegraphs)
+                           progress=not args.no_progress, flamegraphs=not args.no_flamegraphs,
+                           firmware=not args.no_firmware)
     import torch
     threads = torch.get_num_threads()
     try:

@@ -61,6 +61,7 @@ class RunSettings:
     cache_dir: Path | None = None
     progress: bool = True
     flamegraphs: bool = True
+    firmware: bool = True  # export int8 variants and run them on emulated Cortex-M (hybrid.device)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -87,6 +88,7 @@ class RunState:
     seconds: dict = field(default_factory=dict)
     budget: dict | None = None
     footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
+    firmware: dict = field(default_factory=dict)  # variant -> fold -> firmware.measure.FirmwareResult
 
 
 def split_label(quick: bool, n_folds: int) -> str:
@@ -118,6 +120,7 @@ class Runner:
         self.data: Data | None = None
         self.spec: BaselineSpec | None = None
         self._baselines: dict[int, tuple[Path, object]] = {}
+        self._firmware_memo: dict = {}
 
     # -- stages -------------------------------------------------------------------------------------
     def prepare(self) -> None:
@@ -156,7 +159,16 @@ class Runner:
                 try:
                     flame = self.out / "flamegraphs" / f"{name}.html" if self.s.flamegraphs else None
                     test = self.data.folds[k].test_idx
-                    fps[k] = measure_variant(built.artifact, win.x[test], win.y[test], k, self.s.quick, flame)
+                    device = None
+                    if self.s.firmware:
+                        from hybrid.device import firmware_fold
+                        result, device = firmware_fold(built.artifact, win.config, self.data.raw_xyz[test],
+                                                       win.y[test], self.out / "firmware" / name / f"fold{k}", k,
+                                                       self._firmware_memo)
+                        if result is not None:
+                            self.state.firmware.setdefault(name, {})[k] = result
+                    fps[k] = measure_variant(built.artifact, win.x[test], win.y[test], k, self.s.quick, flame,
+                                             device=device)
                 finally:
                     built.close()
             except Exception as exc:  # noqa: BLE001 -- any failure of a stage: one line out, traceback to a file
@@ -220,6 +232,7 @@ class Runner:
                             "torch.set_num_threads(1) and threadpoolctl limit 1 while measuring",
             "variants": {n: c.to_dict() for n, c in self.configs.items()},
             "choices_on_validation_users": self.state.choices, "budget": self.state.budget,
+            "firmware": {n: {str(k): r.to_dict() for k, r in per.items()} for n, per in self.state.firmware.items()},
         }
         if d is not None:
             doc["data"] = {"dataset": self.s.dataset, "activities": self.s.activities, "root": str(d.root),

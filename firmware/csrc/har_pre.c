@@ -16,7 +16,8 @@
  * differ in the last bits, so a channel value can land one int8 step apart; the firmware's accuracy is
  * measured on its own outputs, never assumed equal.
  * Quantization (har_q8 in har_int8.c, the kernels' input quantizer): v * inv_scale[c] + offset[c], NaN ->
- * zero point, clamp to [-128, 127], round half to even. Int16 counts cannot produce NaN or Inf here.
+ * zero point, clamp to [-128, 127], round half to even. Int16 counts cannot produce NaN or Inf here (every
+ * step above is finite: n >= 1e-6, h2 >= 0), so the NaN test is skipped (har_q8_finite).
  * No allocation, no libc, no libm: sqrt is the FPU's (one VSQRT on the M4F, SQRTSS on x86-64: IEEE correctly
  * rounded) or, without an FPU (M0+), `soft_sqrtf` below: the same correctly rounded result by integer
  * square root (newlib's sqrtf would pull in errno).
@@ -135,6 +136,7 @@ void har_pre_channels_f32(const int16_t *ring, int32_t start, int32_t t, float s
 
 void har_pre_quantize(const int16_t *ring, int32_t start, int32_t t, float scale, int32_t channel_set,
                       const float *inv_scale, const float *offset, int32_t zero_point, int8_t *out_tc) {
+    (void)zero_point; /* what har_q8 maps NaN to; no NaN can arise from int16 counts */
     const struct gravity g = unit_gravity(ring, t, scale);
     const int32_t n_ch = har_pre_n_channels(channel_set);
     int8_t tilt[3] = {0, 0, 0}; /* robust_tilt: channels 3..5 are constant over the window, quantized once */
@@ -142,7 +144,7 @@ void har_pre_quantize(const int16_t *ring, int32_t start, int32_t t, float scale
         for (int32_t k = 0; k < 3; k++) {
             float q = __builtin_fabsf(g.u[k]) * inv_scale[3 + k];
             q = q + offset[3 + k];
-            tilt[k] = har_q8(q, zero_point);
+            tilt[k] = har_q8_finite(q);
         }
     const int32_t set = channel_set == HAR_CH_ROBUST_TILT ? HAR_CH_ROBUST : channel_set;
     float v[6];
@@ -152,7 +154,7 @@ void har_pre_quantize(const int16_t *ring, int32_t start, int32_t t, float scale
         for (int32_t ch = 0; ch < 3; ch++) {
             float q = v[ch] * inv_scale[ch];
             q = q + offset[ch];
-            row[ch] = har_q8(q, zero_point);
+            row[ch] = har_q8_finite(q);
         }
         for (int32_t ch = 3; ch < n_ch; ch++) row[ch] = tilt[ch - 3];
     }

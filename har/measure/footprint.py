@@ -8,7 +8,7 @@
 2. Compute: `macs` = `artifact.macs_per_window()` (batch 1).
 3. Activations from `artifact.tensor_lifetimes()` (see `har.measure.activations`): the naive sum and the
    most bytes live at once. `arena_bytes` = `artifact.arena_bytes()` (None when the artifact has no
-   memory plan); `deployable_bytes` = weight_bytes + arena_bytes, or + activation_bytes_peak without one.
+   memory plan); `model_bytes` = weight_bytes + arena_bytes, or + activation_bytes_peak without one.
 4. Heap (memray, `config.profile_heap`): `peak_heap_bytes` = heap high watermark of a streaming
    session of `n_stream_windows` batch-1 predictions started right after loading (memory allocated
    before, e.g. the loaded weights, is not in it); `allocations_per_inference` and
@@ -20,6 +20,11 @@
    (p50, p95, IQR, std in ms); throughput = batch of `throughput_batch` windows / median batch time.
    Whatever threads the artifact was built with are used; the CLI builds every artifact single-threaded.
 6. Accuracy (`config.evaluate` and labels given): `har.evaluate.score` on the given windows.
+7. Device (`device`, a `DeviceFigures` measured by `firmware.measure` on the artifact's exported firmware):
+   `flash_bytes` and `ram_bytes` of the library in the linked Cortex-M ELF (RAM including the painted
+   stack), `instructions_per_inference` counted in emulation; the target is named in the notes. Flash
+   and RAM stay two numbers; `model_bytes` (weights + arena, or + activation peak) is the host-side estimate
+   every variant has, which counts neither code nor stack.
 Skipped parts are None, never estimated. Limits: windows are cycled when fewer than a batch or a stream
 are given; heap and timing figures vary run to run (timing reports its spread), byte fields from 1-3 do not.
 """
@@ -77,6 +82,16 @@ class MeasureConfig:
 
 
 @dataclass(frozen=True)
+class DeviceFigures:
+    """What the artifact's firmware costs on one target, read from its ELF and an emulator."""
+
+    target: str
+    flash_bytes: int
+    ram_bytes: int  # static RAM + stack
+    instructions_per_inference: float
+
+
+@dataclass(frozen=True)
 class Footprint:
     """What one artifact costs and scores; units are in the field names; None = not measured (see `measure`).
     `allocations_per_inference` and `allocated_bytes_per_inference` are means over the profiled calls."""
@@ -88,7 +103,7 @@ class Footprint:
     activation_bytes_naive: int
     activation_bytes_peak: int
     arena_bytes: int | None
-    deployable_bytes: int
+    model_bytes: int
     peak_heap_bytes: int | None
     allocations_per_inference: float | None
     allocated_bytes_per_inference: float | None
@@ -100,6 +115,9 @@ class Footprint:
     accuracy: float | None
     macro_f1: float | None
     n_eval_windows: int | None
+    flash_bytes: int | None = None
+    ram_bytes: int | None = None
+    instructions_per_inference: float | None = None
     notes: str = ""
 
     def to_dict(self) -> dict:
@@ -110,12 +128,12 @@ class Footprint:
 
     @classmethod
     def from_dict(cls, d: dict) -> "Footprint":
-        return cls(**{f.name: d[f.name] for f in fields(cls)})
+        return cls(**{f.name: d[f.name] for f in fields(cls) if f.name in d})
 
 
 FIELDS: tuple[str, ...] = tuple(f.name for f in fields(Footprint))
 BYTE_FIELDS: tuple[str, ...] = ("param_count", "weight_bytes", "macs", "activation_bytes_naive",
-                                "activation_bytes_peak", "arena_bytes", "deployable_bytes")
+                                "activation_bytes_peak", "arena_bytes", "model_bytes", "flash_bytes", "ram_bytes")
 
 
 def _check_inputs(artifact: Any, x: np.ndarray, y: np.ndarray | None) -> None:
@@ -136,7 +154,7 @@ def _evaluate(artifact: InferenceArtifact, x: np.ndarray, y: np.ndarray, batch: 
 
 
 def measure(artifact: InferenceArtifact, x: np.ndarray, y: np.ndarray | None = None,
-            config: MeasureConfig = MeasureConfig(), notes: str = "") -> Footprint:
+            config: MeasureConfig = MeasureConfig(), notes: str = "", device: DeviceFigures | None = None) -> Footprint:
     """Fill a `Footprint` for `artifact` on windows `x` (un-normalised (N, C, T) float32), labels `y`."""
     _check_inputs(artifact, x, y)
     arrays = [np.asarray(a) for a in artifact.weight_arrays().values()]
@@ -144,13 +162,17 @@ def measure(artifact: InferenceArtifact, x: np.ndarray, y: np.ndarray | None = N
     lives = artifact.tensor_lifetimes()
     peak = activation_peak_bytes(lives)
     arena = artifact.arena_bytes()
-    auto_notes = [] if arena is not None else ["no arena plan: deployable = weights + activation peak"]
+    auto_notes = [] if arena is not None else ["no arena plan: model bytes = weights + activation peak"]
     out: dict[str, Any] = dict(
         name=artifact.name, param_count=int(sum(a.size for a in arrays)), weight_bytes=weight_bytes,
         macs=int(artifact.macs_per_window()), activation_bytes_naive=activation_naive_bytes(lives),
         activation_bytes_peak=peak, arena_bytes=None if arena is None else int(arena),
-        deployable_bytes=weight_bytes + (int(arena) if arena is not None else peak))
+        model_bytes=weight_bytes + (int(arena) if arena is not None else peak))
     out.update(dict.fromkeys(FIELDS[FIELDS.index("peak_heap_bytes"):FIELDS.index("notes")]))
+    if device is not None:
+        out.update(flash_bytes=int(device.flash_bytes), ram_bytes=int(device.ram_bytes),
+                   instructions_per_inference=float(device.instructions_per_inference))
+        auto_notes.append(f"flash/RAM/instructions: {device.target} firmware (ELF + emulator)")
 
     singles = [np.ascontiguousarray(x[i % len(x)][None]) for i in range(max(config.n_stream_windows, 1))]
     position = [0]

@@ -17,7 +17,7 @@ Steps of `build_peers(model, normalizer, x_calibration, ...)`:
    does not know (QGemm) are measured by one batch-1 run with those values exposed as outputs.
 If `onnx` or `onnxruntime` cannot be imported, `build_peers` returns no artifacts and a note saying why.
 Limits: `arena_bytes` is None: ORT plans memory internally (BFC arena + memory patterns) and does not
-report the plan, so deployable bytes use the activation peak of the stored graph.
+report the plan, so model bytes use the activation peak of the stored graph.
 """
 from __future__ import annotations
 

@@ -17,7 +17,7 @@ from har.paths import atomic_write_text
 _COLUMNS = (  # header, field, format
     ("artifact", "name", "{}"), ("params", "param_count", "{:,}"), ("weights KiB", "weight_bytes", "kib"),
     ("MACs", "macs", "{:,}"), ("act peak KiB", "activation_bytes_peak", "kib"),
-    ("deploy KiB", "deployable_bytes", "kib"), ("heap KiB", "peak_heap_bytes", "kib"),
+    ("deploy KiB", "model_bytes", "kib"), ("heap KiB", "peak_heap_bytes", "kib"),
     ("allocs/inf", "allocations_per_inference", "{:.1f}"), ("p50 ms", "latency_ms_p50", "{:.3f}"),
     ("p95 ms", "latency_ms_p95", "{:.3f}"), ("IQR ms", "latency_ms_iqr", "{:.3f}"),
     ("win/s b256", "throughput_windows_per_s", "{:,.0f}"), ("acc", "accuracy", "{:.4f}"),

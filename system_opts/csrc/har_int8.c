@@ -89,77 +89,52 @@ static inline int8_t output(int32_t acc, int32_t bias, int32_t m, int32_t shift,
     return (int8_t)(clamp8(requantize(a, m, shift), lo - zp_out, hi - zp_out) + zp_out);
 }
 
-/* (x - zp_in) of one im2col row into int16 scratch laid out for dot2x2: quad q of the row (4 terms) at
- * xs[8q .. 8q + 3] (the caller passes xs + 4 for the second row of a pair), stored as x0, x2, x1, x3: the
- * order in which SXTB16 unpacks 4 int8 weights into two int16 pairs (bytes 0, 2 and, rotated by 8, bytes
- * 1, 3). Terms from `terms` up to `padded` (a multiple of 4) are written 0 (their weights are 0 too). On
- * DSP targets one word = 4 inputs: SXTB16 twice gives exactly that order and SSUB16 subtracts zp from both
- * halves (exact: x - zp lies in [-255, 255]). */
+/* (x - zp_in) of the whole padded input (n int8 values) into int16 scratch, in order, plus 4 zeros after
+ * it (read, times zero weights, by the last window's padding terms). On DSP targets 4 values per step:
+ * SXTB16 gives (x0, x2) and, rotated by 8, (x1, x3); PKHBT / PKHTB re-pair them as (x0, x1), (x2, x3);
+ * SSUB16 subtracts zp from both halves (exact: x - zp lies in [-255, 255]). */
 #if HAR_WITH_GEMM_IM2COL16
-static void im2col16_row(const int8_t *row, int32_t terms, int32_t padded, int32_t zp, int16_t *xs) {
-    const int32_t quads = terms & ~3;
+static void to_int16(const int8_t *x, int32_t n, int32_t zp, int16_t *xs) {
     int32_t j = 0;
-    int16_t *out = xs;
 #if defined(__ARM_FEATURE_DSP)
     const int32_t zp2 = (int32_t)(((uint32_t)zp & 0xFFFFu) * 0x10001u);
-    for (; j < quads; j += 4, out += 8) {
-        const int32_t v = load32(row + j);
-        const int32_t even = __ssub16(__sxtb16(v), zp2), odd = __ssub16(sxtb16_ror8(v), zp2);
-        __builtin_memcpy(out, &even, 4);
-        __builtin_memcpy(out + 2, &odd, 4);
-    }
-#else
-    for (; j < quads; j += 4, out += 8) {
-        out[0] = (int16_t)(row[j] - zp);
-        out[1] = (int16_t)(row[j + 2] - zp);
-        out[2] = (int16_t)(row[j + 1] - zp);
-        out[3] = (int16_t)(row[j + 3] - zp);
+    for (; j + 4 <= n; j += 4) {
+        const int32_t v = load32(x + j), even = __sxtb16(v), odd = sxtb16_ror8(v);
+        const int32_t lo = (int32_t)(((uint32_t)even & 0xFFFFu) | ((uint32_t)odd << 16));  /* PKHBT */
+        const int32_t hi = (int32_t)(((uint32_t)odd & 0xFFFF0000u) | ((uint32_t)even >> 16)); /* PKHTB */
+        const int32_t p0 = __ssub16(lo, zp2), p1 = __ssub16(hi, zp2);
+        __builtin_memcpy(xs + j, &p0, 4);
+        __builtin_memcpy(xs + j + 2, &p1, 4);
     }
 #endif
-    if (j < padded) { /* 1 to 3 terms left; the 4th is always padding */
-        const int32_t n = terms - j;
-        out[0] = (int16_t)(row[j] - zp);
-        out[1] = n > 2 ? (int16_t)(row[j + 2] - zp) : 0;
-        out[2] = n > 1 ? (int16_t)(row[j + 1] - zp) : 0;
-        out[3] = 0;
-    }
+    for (; j < n; j++) xs[j] = (int16_t)(x[j] - zp);
+    for (int32_t t = 0; t < 4; t++) xs[n + t] = 0;
 }
 
-/* The 2 x 2 block of the im2col16 gemm: two im2col rows (interleaved by quad in xs) times two weight rows
- * (interleaved by quad in wp: 4 bytes of channel c, 4 of channel c + 1): each weight load and unpack
- * serves two rows and each input load two channels (CMSIS-NN's s8 x s16 kernel does the same), and one
- * pointer per operand keeps every value in a register. acc = r0c0, r0c1, r1c0, r1c1. */
-__attribute__((noinline)) static void dot2x2(const int16_t *restrict xs, const int8_t *restrict wp, int32_t quads,
-                                             int32_t *acc) {
+/* The 2 x 2 block of the im2col16 gemm: two input windows (int16, in order, from to_int16) times two
+ * weight rows (interleaved by quad: 4 bytes of channel c, 4 of channel c + 1, each quad stored as w0, w2,
+ * w1, w3 so that SXTB16 yields the pairs (w0, w1) and, rotated by 8, (w2, w3)): each weight load and
+ * unpack serves two rows and each input load two channels (CMSIS-NN's s8 x s16 kernel does the same).
+ * acc = r0c0, r0c1, r1c0, r1c1. */
+__attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const int16_t *restrict x1,
+                                             const int8_t *restrict wp, int32_t quads, int32_t *acc) {
     int32_t s00 = 0, s01 = 0, s10 = 0, s11 = 0;
 #if defined(__ARM_FEATURE_DSP)
-    /* one quad: 6 loads, 4 unpacks, 8 dual MACs for 16 products; unrolled twice (half the loop overhead) */
-#define HAR_QUAD(X, W)                                                                                        \
-    do {                                                                                                      \
-        const int32_t a0 = load32(X), b0 = load32((X) + 2), a1 = load32((X) + 4), b1 = load32((X) + 6);       \
-        int32_t w_ = load32(W), lo_ = __sxtb16(w_), hi_ = sxtb16_ror8(w_);                                    \
-        s00 = __smlad(hi_, b0, __smlad(lo_, a0, s00));                                                        \
-        s10 = __smlad(hi_, b1, __smlad(lo_, a1, s10));                                                        \
-        w_ = load32((W) + 4);                                                                                 \
-        lo_ = __sxtb16(w_);                                                                                   \
-        hi_ = sxtb16_ror8(w_);                                                                                \
-        s01 = __smlad(hi_, b0, __smlad(lo_, a0, s01));                                                        \
-        s11 = __smlad(hi_, b1, __smlad(lo_, a1, s11));                                                        \
-    } while (0)
-    if (quads & 1) {
-        HAR_QUAD(xs, wp);
-        xs += 8;
-        wp += 8;
+    for (; quads > 0; quads--, x0 += 4, x1 += 4, wp += 8) {
+        const int32_t a0 = load32(x0), b0 = load32(x0 + 2), a1 = load32(x1), b1 = load32(x1 + 2);
+        int32_t w = load32(wp);
+        int32_t lo = __sxtb16(w), hi = sxtb16_ror8(w);
+        s00 = __smlad(hi, b0, __smlad(lo, a0, s00));
+        s10 = __smlad(hi, b1, __smlad(lo, a1, s10));
+        w = load32(wp + 4);
+        lo = __sxtb16(w);
+        hi = sxtb16_ror8(w);
+        s01 = __smlad(hi, b0, __smlad(lo, a0, s01));
+        s11 = __smlad(hi, b1, __smlad(lo, a1, s11));
     }
-    for (quads >>= 1; quads > 0; quads--, xs += 16, wp += 16) {
-        HAR_QUAD(xs, wp);
-        HAR_QUAD(xs + 8, wp + 8);
-    }
-#undef HAR_QUAD
 #else
-    for (; quads > 0; quads--, xs += 8, wp += 8) {
+    for (; quads > 0; quads--, x0 += 4, x1 += 4, wp += 8) {
         const int8_t *w0 = wp, *w1 = wp + 4;
-        const int16_t *x0 = xs, *x1 = xs + 4;
         s00 += x0[0] * w0[0] + x0[1] * w0[2] + x0[2] * w0[1] + x0[3] * w0[3];
         s01 += x0[0] * w1[0] + x0[1] * w1[2] + x0[2] * w1[1] + x0[3] * w1[3];
         s10 += x1[0] * w0[0] + x1[1] * w0[2] + x1[2] * w0[1] + x1[3] * w0[3];
@@ -178,16 +153,17 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict xs, const i
  *    zp_in, zp_out, act_min, act_max, mode (HAR_GEMM_*)
  * p: x (first halo row: pad rows of zp_in, n_in rows, pad rows), y, w (c_out x k*c_in), bias, m,
  *    shift (int8); time-major: xt (int16, c_in x (n_in + 2 pad)), acc (int32, rows_out);
- *    im2col16: xs (int16, 2 x tp with tp = k*c_in rounded up to a multiple of 4); w in the im2col16
- *    layout: rows zero-padded to tp terms, channels in pairs (c, c + 1) interleaved by 4 terms, a zero row
- *    after an odd last channel: ceil(c_out / 2) * 2 * tp bytes (the exporter writes it)
+ *    im2col16: xs (int16, (n_in + 2 pad) * c_in + 4); w in the im2col16 layout: rows zero-padded to tp =
+ *    k*c_in rounded up to a multiple of 4, channels in pairs (c, c + 1) interleaved by 4 terms, each quad
+ *    stored w0, w2, w1, w3, a zero row after an odd last channel: ceil(c_out / 2) * 2 * tp bytes (the
+ *    exporter writes it)
  * Three loop orders, the same integers (every partial sum is exact in int32):
  * - dot: output (t, c) is one dot product of the k*c_in contiguous input bytes from row t with weight
  *   row c; no scratch (the smallest arena; the portable device choice).
  * - time-major: transpose (x - zp_in) to channel-first int16 once, then for each output channel add
  *   w[c][kk][ch] * xt[ch][t + kk] over all t at once; fast on the host for the first layers, where
  *   k*c_in is short and T long.
- * - im2col16: per pair of output rows, (x - zp_in) once into int16 scratch, then 2 rows x 2 output
+ * - im2col16: (x - zp_in) of the whole padded input once into int16 scratch, then 2 rows x 2 output
  *   channels at a time with SMLAD (two 16-bit MACs per instruction) on Cortex-M4/M7/M33 (ARMv7E-M DSP);
  *   portable C elsewhere.
  * (x - zp_in) * w fits int16 * int16 in all three.
@@ -209,19 +185,20 @@ static int gemm(const struct har_op *op) {
     }
 #if HAR_WITH_GEMM_IM2COL16
     if (mode == HAR_GEMM_IM2COL16) {
-        /* output rows two at a time (r, r + 1 of one phase; an odd last row is paired with itself and its
-         * twin discarded), output channels two at a time from their interleaved weights */
+        /* the padded input once into int16; output row t's window is then xs + t * c_in (rows overlap, so
+         * no per-row im2col copy); rows two at a time (t, t + phases of one phase; an odd last row is paired
+         * with itself), output channels two at a time from their interleaved weights */
         const int32_t tp = (terms + 3) & ~3, quads = tp / 4;
         int16_t *restrict xs = op->p[6];
+        to_int16(x, n_pad * c_in, zp_in, xs);
         for (int32_t ph = 0; ph < phases; ph++)
             for (int32_t r = 0; r < per; r += 2) {
                 const int32_t r1 = r + 1 < per ? r + 1 : r;
-                im2col16_row(x + (ph + phases * r) * c_in, terms, tp, zp_in, xs);
-                im2col16_row(x + (ph + phases * r1) * c_in, terms, tp, zp_in, xs + 4);
+                const int16_t *x0 = xs + (ph + phases * r) * c_in, *x1 = xs + (ph + phases * r1) * c_in;
                 int8_t *out0 = y + (ph * per + r) * c_out, *out1 = y + (ph * per + r1) * c_out;
                 for (int32_t c = 0; c < c_out; c += 2) {
                     int32_t a[4];
-                    dot2x2(xs, w + c * tp, quads, a);
+                    dot2x2(x0, x1, w + c * tp, quads, a);
                     out0[c] = output(a[0], bias[c], m[c], shift[c], zp_out, lo, hi);
                     out1[c] = output(a[2], bias[c], m[c], shift[c], zp_out, lo, hi);
                     if (c + 1 < c_out) {

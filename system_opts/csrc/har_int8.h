@@ -27,8 +27,15 @@ int32_t har_abi_version(void);
  * are integers and rounding is monotonic); after it |v| <= 128, where adding and subtracting 1.5 * 2^23
  * rounds to an integer half-to-even in the default rounding mode: no libm, exact on every target. On an
  * FPU with the saturation extension (M4F) the round and clamp are VCVTR + SSAT instead (same results). */
+static inline int8_t har_q8_finite(float v);
 static inline int8_t har_q8(float v, int32_t zero_point) {
     if (v != v) return (int8_t)zero_point;
+    return har_q8_finite(v);
+}
+
+/* har_q8 of a value known not to be NaN (the firmware's preprocessing of int16 counts: every step is
+ * finite) */
+static inline int8_t har_q8_finite(float v) {
 #if defined(__ARM_FP) && defined(__ARM_FEATURE_SAT)
     /* Cortex-M4F: VCVTR rounds to int32 in the FPSCR mode (round to nearest even at reset; saturating),
      * SSAT clamps to int8: the same integer in 3 instructions */

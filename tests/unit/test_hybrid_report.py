@@ -18,7 +18,7 @@ from hybrid.report import (SUMMARY_COLUMNS, VOLATILE_COLUMNS, byte_equality, hyb
 def fp(name="x", acc=0.8, weight=1000, arena=None, peak=200, p50=0.1, allocs=3.0, **kw) -> Footprint:
     d = dict.fromkeys(FIELDS)
     d.update(name=name, param_count=weight // 4, weight_bytes=weight, macs=500, activation_bytes_naive=2 * peak,
-             activation_bytes_peak=peak, arena_bytes=arena, deployable_bytes=weight + (arena or peak),
+             activation_bytes_peak=peak, arena_bytes=arena, model_bytes=weight + (arena or peak),
              peak_heap_bytes=50, allocations_per_inference=allocs, latency_ms_p50=p50, latency_ms_p95=2 * p50,
              accuracy=acc, macro_f1=acc - 0.01, notes="")
     d.update(kw)
@@ -31,8 +31,8 @@ def test_summary_row_means_accuracy_over_folds_and_takes_bytes_from_fold0():
     assert row["weight_bytes"] == 1000 and row["arena_bytes"] == 500 and row["latency_ms_p50"] == 0.1
     assert row["family"] == "hybrid" and row["n_folds"] == 2 and row["accuracy_per_fold"] == "0.8000 0.9000"
     parsed = list(csv.DictReader(io.StringIO(summary_csv([row]))))
-    assert tuple(parsed[0]) == SUMMARY_COLUMNS and parsed[0]["deployable_bytes"] == "1500"
-    assert set(VOLATILE_COLUMNS) < set(SUMMARY_COLUMNS) and "deployable_bytes" not in VOLATILE_COLUMNS
+    assert tuple(parsed[0]) == SUMMARY_COLUMNS and parsed[0]["model_bytes"] == "1500"
+    assert set(VOLATILE_COLUMNS) < set(SUMMARY_COLUMNS) and "model_bytes" not in VOLATILE_COLUMNS
 
 
 def test_pareto_front_keeps_only_undominated_points():
@@ -46,7 +46,7 @@ def test_label_groups_merge_points_drawn_on_the_same_spot():
 
 
 def _row(name, acc, dep, allocs, p50):
-    return {"variant": name, "accuracy": acc, "deployable_bytes": dep, "allocations_per_inference": allocs,
+    return {"variant": name, "accuracy": acc, "model_bytes": dep, "allocations_per_inference": allocs,
             "latency_ms_p50": p50}
 
 
@@ -54,7 +54,7 @@ def test_hybrid_checks_report_each_target_honestly():
     rows = [_row("baseline", 0.88, 120_000, 200, 0.15), _row("hybrid", 0.87, 6964, 0.0, 0.04)]
     checks = {t: ok for t, ok, _ in hybrid_checks(rows)}
     assert all(checks.values()) and len(checks) == 4
-    rows[1].update(accuracy=0.86, deployable_bytes=9000, allocations_per_inference=0.5, latency_ms_p50=0.06)
+    rows[1].update(accuracy=0.86, model_bytes=9000, allocations_per_inference=0.5, latency_ms_p50=0.06)
     assert not any(ok for _, ok, _ in hybrid_checks(rows))
     assert hybrid_checks(rows[:1]) == []
 
@@ -63,7 +63,7 @@ def test_byte_equality_separates_fixed_and_free_architectures():
     def r(v, k, w):
         return {"variant": v, "fold": k, **{f: w for f in ("param_count", "weight_bytes", "macs",
                                                         "activation_bytes_naive", "activation_bytes_peak",
-                                                        "arena_bytes", "deployable_bytes")}}
+                                                        "arena_bytes", "model_bytes")}}
     rows = [r("hybrid", 0, 5), r("hybrid", 1, 5), r("int8", 0, 5), r("int8", 1, 6), r("pca", 0, 1), r("pca", 1, 2)]
     configs = {n: preset(n) for n in ("hybrid", "int8", "pca")}
     assert byte_equality(rows, configs) == (["hybrid"], ["int8"], ["pca (differ)"])

@@ -59,7 +59,7 @@ def test_static_fields_match_hand_counts(artifact):
     # biggest pair of neighbours in the chain: conv1 output and BN1 output, 16 x 80 float32 each
     assert fp.activation_bytes_peak == 2 * 16 * 80 * 4
     assert fp.activation_bytes_peak <= fp.activation_bytes_naive
-    assert fp.arena_bytes is None and fp.deployable_bytes == fp.weight_bytes + fp.activation_bytes_peak
+    assert fp.arena_bytes is None and fp.model_bytes == fp.weight_bytes + fp.activation_bytes_peak
     assert fp.peak_heap_bytes is None and fp.latency_ms_p50 is None and fp.accuracy is None
     assert "no arena plan" in fp.notes
 
@@ -85,7 +85,7 @@ def test_measuring_twice_gives_identical_byte_fields_and_latency_has_spread(arti
 
 
 class PlannedArtifact:
-    """Minimal numpy artifact with an arena plan, to check the deployable rule's other branch."""
+    """Minimal numpy artifact with an arena plan, to check the model-bytes rule's other branch."""
 
     name = "planned"
 
@@ -109,11 +109,11 @@ class PlannedArtifact:
         return 2048
 
 
-def test_deployable_uses_the_arena_when_there_is_one_and_json_round_trips():
+def test_model_bytes_use_the_arena_when_there_is_one_and_json_round_trips():
     fp = measure(PlannedArtifact(), np.ones((4, 6, 80), np.float32), np.array([0, 1, 2, 0]),
                  MeasureConfig.static_only(), notes="toy")
     assert (fp.weight_bytes, fp.param_count, fp.arena_bytes) == (18 * 4 + 12, 21, 2048)
-    assert fp.deployable_bytes == 84 + 2048 and fp.notes == "toy"
+    assert fp.model_bytes == 84 + 2048 and fp.notes == "toy"
     assert fp.activation_bytes_peak == 6 * 80 * 4 + 24
     d = json.loads(fp.to_json())
     assert list(d) == list(FIELDS) and Footprint.from_dict(d) == fp
