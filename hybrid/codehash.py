@@ -41,9 +41,8 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "prune": ("model_opts/__init__.py", "model_opts/prune.py"),
     "quantize": ("model_opts/__init__.py", "model_opts/quant"),
     "onnxruntime": ("har/measure/peers.py", "har/measure/onnx_export.py", "har/measure/onnx_graph.py"),
-    # write_stage2 stores stage 2 with system_opts.lazy_weights; report2 holds select_threshold
-    "cascade": ("model_opts/__init__.py", "model_opts/cascade.py", "model_opts/report2.py",
-                "system_opts/__init__.py", "system_opts/lazy_weights.py"),
+    # stage 2 is stored with har.weightfile (hashed with har/); report2 holds select_threshold
+    "cascade": ("model_opts/__init__.py", "model_opts/cascade.py", "model_opts/report2.py"),
     "system": ("system_opts",),  # not cached (hybrid.execute), listed so every key covers its code
 }
 

@@ -67,6 +67,44 @@ def firmware_fold(artifact, window, raw_xyz_test: np.ndarray, y_test: np.ndarray
     return result, device
 
 
+def forest_peer(runner) -> dict:
+    """The emlearn RandomForest firmware (`firmware.forest`) on fold 0: the `rf` peer's 300 trees (fits the
+    M4F board only) and a 15,000-node forest chosen on validation users for the M0+ board. Full runs only
+    (minutes: the 300-tree forest is ~28 MB of generated C); --quick notes it instead."""
+    from dataclasses import replace
+    from firmware.forest import ForestConfig, build_forest_firmware
+    d, fold = runner.data, runner.data.folds[0]
+    full = ForestConfig.for_run(runner.run_cfg, targets=("cortex-m4",))
+    out = {}
+    for name, cfg in (("rf-300", full), ("rf-15k-nodes", replace(full, node_budget=15_000,
+                                                                   targets=("cortex-m4", "cortex-m0plus")))):
+        res = build_forest_firmware(d.windows, d.raw_xyz, fold, runner.out / "firmware" / "forest" / name, cfg)
+        out[name] = res.to_dict()
+    return out
+
+
+def forest_lines(forest: dict | None) -> list[str]:
+    if not forest:
+        return []
+    lines = ["### Classical peer: emlearn RandomForest firmware (fold 0)", "",
+             "The `rf` peer's forest on the firmware's own channels' statistics (`har_features.c`), converted "
+             "with emlearn (inline trees, hard vote, thresholds as exact int32 order keys), built and run like the "
+             "CNN (`python -m firmware.forest`).", "",
+             "| forest | decision nodes | accuracy (C, hard vote) | target | fits | flash B (library) | RAM B "
+             "(static + stack) | instructions / inference | QEMU = host |", "|---|---|---|---|---|---|---|---|---|"]
+    for name, r in forest.items():
+        for t in r["targets"]:
+            fp = t.get("footprint") or {}
+            ram = (fp.get("library_ram_bytes", 0) + (fp.get("stack_bytes") or 0)) if fp else None
+            lines.append(f"| {name} | {r['n_decision_nodes']:,} | {100 * r['accuracy']:.2f} % | {t['target']} | "
+                         f"{'yes' if t['fits'] else 'no (over by ' + format(t['flash_overflow_bytes'] or 0, ',') + ' B)'}"
+                         f" | {format(fp['library_flash_bytes'], ',') if fp else '-'} | "
+                         f"{format(ram, ',') if ram is not None else '-'} | "
+                         f"{format(round(t['instructions_mean']), ',') if t['instructions_mean'] else '-'} | "
+                         f"{'-' if t['agreement'] is None else format(100 * t['agreement'], '.1f') + ' %'} |")
+    return lines + [""]
+
+
 def _kib(b) -> str:
     return "-" if b is None else f"{b:,} B ({b / 1024:.2f} KiB)"
 
@@ -106,6 +144,7 @@ def firmware_lines(runner) -> list[str]:
     fw = getattr(runner.state, "firmware", {}) or {}
     if not fw:
         return []
+    forest = getattr(runner.state, "forest", None)
     lines = ["## Firmware (Cortex-M4F and Cortex-M0+, emulated)", "",
              "Each int8 variant, each fold: `firmware.export` writes the C library; the host build, a Cortex-M4F "
              "build (QEMU `mps2-an386`) and a Cortex-M0+ build (QEMU `microbit`, an M0: same ARMv6-M ISA) classify "
@@ -166,4 +205,8 @@ def firmware_lines(runner) -> list[str]:
             if ch:
                 lines += ["| firmware target | met | measured |", "|---|---|---|"]
                 lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in ch] + [""]
+    if forest:
+        lines += forest_lines(forest)
+    elif runner.s.quick:
+        lines += ["- RandomForest firmware peer: full runs only (`python -m firmware.forest`).", ""]
     return lines

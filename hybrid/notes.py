@@ -6,8 +6,10 @@ the per-fold rows, the choices recorded while building, or the run's data/baseli
 from __future__ import annotations
 
 import time
+from pathlib import Path
 
 from har.measure.footprint import BYTE_FIELDS
+from har.paths import atomic_write_text
 from hybrid.report import (VOLATILE_COLUMNS, byte_equality, choices_lines, hybrid_checks, results_table)
 
 GLOSSARY = {
@@ -193,3 +195,17 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
     if s.flamegraphs and rows:
         lines += ["## Memory profiles", ""] + [f"- [{r['variant']}](flamegraphs/{r['variant']}.html)" for r in rows]
     return "\n".join(lines) + "\n"
+
+
+def write_report(runner) -> Path:
+    from hybrid import plots
+    out, rows, s = runner.out, runner.state.rows, runner.s
+    split = rows[0]["split"] if rows else ""
+    title = f"{s.dataset}/{s.activities}, {split}, seed {s.seed}"
+    figs = []
+    if rows:
+        figs = [plots.accuracy_vs_bytes(rows, f"Accuracy vs model bytes ({title})", out / "accuracy_vs_bytes.png"),
+                plots.memory_breakdown(rows, f"Memory per variant, fold 0 ({title})", out / "memory_breakdown.png"),
+                plots.latency(rows, f"Batch-1 latency, fold 0, 1 thread ({title})", out / "latency.png")]
+    md = render(runner, rows, [f.name for f in figs])
+    return atomic_write_text(out / "report.md", md)

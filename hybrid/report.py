@@ -4,7 +4,7 @@
 the folds' test users (std over folds alongside); every byte, MAC, heap, allocation and latency column is
 fold 0's measurement (`hybrid.measuring`). `VOLATILE_COLUMNS` are those that change between two runs with
 the same seed (timing; see the report's notes); every other column is reproducible.
-`write_report(runner)` renders the plots and the markdown from the rows and `run.json`-level facts.
+`hybrid.notes.write_report(runner)` renders the plots and the markdown from these rows.
 """
 from __future__ import annotations
 
@@ -15,7 +15,6 @@ from pathlib import Path
 import numpy as np
 
 from har.measure.footprint import BYTE_FIELDS, Footprint
-from har.paths import atomic_write_text
 
 SUMMARY_COLUMNS = ("variant", "family", "accuracy", "accuracy_std", "macro_f1", "weight_bytes", "arena_bytes",
                    "model_bytes", "flash_bytes", "ram_bytes", "instructions_per_inference", "activation_bytes_peak", "param_count", "macs", "peak_heap_bytes",
@@ -147,17 +146,3 @@ def byte_equality(fold_rows: list[dict], configs: dict) -> tuple[list[str], list
         else:
             (equal if same else differ).append(name)
     return equal, differ, free
-
-
-def write_report(runner) -> Path:
-    from hybrid import notes, plots
-    out, rows, s = runner.out, runner.state.rows, runner.s
-    split = rows[0]["split"] if rows else ""
-    title = f"{s.dataset}/{s.activities}, {split}, seed {s.seed}"
-    figs = []
-    if rows:
-        figs = [plots.accuracy_vs_bytes(rows, f"Accuracy vs model bytes ({title})", out / "accuracy_vs_bytes.png"),
-                plots.memory_breakdown(rows, f"Memory per variant, fold 0 ({title})", out / "memory_breakdown.png"),
-                plots.latency(rows, f"Batch-1 latency, fold 0, 1 thread ({title})", out / "latency.png")]
-    md = notes.render(runner, rows, [f.name for f in figs])
-    return atomic_write_text(out / "report.md", md)

@@ -11,7 +11,9 @@ Steps of `run(settings)`:
    (`hybrid.measuring`: fold 0 with every field + a memray flame graph, other folds bytes and accuracy).
    After each variant, `summary.csv`, `folds.csv` and `run.json` are rewritten (atomically), so a failure
    later keeps every finished row; finished stages are in the stage cache, so a rerun resumes.
-5. Plots and `report.md` (`hybrid.report`, `hybrid.plots`).
+5. Firmware (`hybrid.device`, unless --no-firmware): during step 4 every int8 variant's firmware per fold;
+   after it the RandomForest firmware peer on fold 0 (full runs).
+6. Plots and `report.md` (`hybrid.report`, `hybrid.plots`).
 Training uses `threads` torch threads; measuring always runs single-threaded.
 A failing stage raises `StageError` (exit 2 via `har.cli`) naming the variant and fold; its traceback is
 written to `error.log` in the output directory.
@@ -89,6 +91,7 @@ class RunState:
     budget: dict | None = None
     footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
     firmware: dict = field(default_factory=dict)  # variant -> fold -> firmware.measure.FirmwareResult
+    forest: dict | None = None  # the RandomForest firmware peer (hybrid.device.forest_peer)
 
 
 def split_label(quick: bool, n_folds: int) -> str:
@@ -205,8 +208,16 @@ class Runner:
         print(result["line"], flush=True)
         self.write_run_json("running")
 
+    def forest(self) -> None:
+        if not self.s.firmware or self.s.quick:
+            return
+        from hybrid.device import forest_peer
+        with self._stage("forest-firmware"):
+            self.state.forest = forest_peer(self)
+        self.write_run_json("running")
+
     def finish(self) -> Path:
-        from hybrid.report import write_report
+        from hybrid.notes import write_report
         with self._stage("report"):
             path = write_report(self)
         self.write_run_json("done")
@@ -233,6 +244,7 @@ class Runner:
             "variants": {n: c.to_dict() for n, c in self.configs.items()},
             "choices_on_validation_users": self.state.choices, "budget": self.state.budget,
             "firmware": {n: {str(k): r.to_dict() for k, r in per.items()} for n, per in self.state.firmware.items()},
+            "forest_firmware": self.state.forest,
         }
         if d is not None:
             doc["data"] = {"dataset": self.s.dataset, "activities": self.s.activities, "root": str(d.root),
@@ -272,6 +284,7 @@ def run(settings: RunSettings) -> Runner:
     runner.prepare()
     runner.budget()
     runner.variants()
+    runner.forest()
     runner.finish()
     return runner
 

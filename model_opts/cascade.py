@@ -4,15 +4,15 @@ Steps of `apply(cfg, stage2_dir, directory, ...)`:
 1. Train stage 1, a tiny `CompactCNN1d` (`stage1_widths`, default (8, 8)) with `har.training.fit` on the
    training users (early stopping on the validation users), with its own training-user normaliser.
 2. Re-store stage 2 (a `har.train` fold model, read with `har.model_io.load`) as a verified, memory-mapped
-   flat weight file (`system_opts.lazy_weights`): its state tensors plus its input normaliser.
+   flat weight file (`har.weightfile`): its state tensors plus its input normaliser.
 3. Write stage 1 (model_io format), the stage-2 file and `cascade.json` into `directory` and return
    `CascadeArtifact.load(directory)`.
 Inference (`CascadeArtifact.predict`): stage 1 scores every window; windows whose confidence (max softmax
 probability) is below `threshold` go to stage 2. Only then are stage 2's tensors acquired from the mapped
 file and the network run straight over those read-only views (`torch.func.functional_call` on a
-weightless "meta" skeleton: no copy into torch parameters), and released after the call (policy
-`lazy-release`), so stage 2 is resident only while it runs. Returned scores are softmax probabilities of
-whichever stage decided. threshold 0 never loads stage 2; threshold > 1 always does.
+weightless "meta" skeleton: no copy into torch parameters), and released after the call (their pages
+advised away, the lazy-release policy done here), so stage 2 is resident only while it runs. Returned
+scores are softmax probabilities of whichever stage decided. threshold 0 never loads stage 2; threshold > 1 always does.
 Counters (`stats()`) record windows seen, windows sent to stage 2, stage-2 loads and the high-water mark of
 resident weight bytes (stage-1 arrays + materialised stage-2 tensors).
 Known limits: `macs_per_window` and `tensor_lifetimes` describe the worst case (both stages run); the
@@ -20,7 +20,6 @@ expected MACs at a given stage-2 fraction come from `expected_macs`. The file is
 at open; every call that needs stage 2 re-acquires its tensors and releases them after (pages advised away,
 refaulted from the OS page cache next time), so measured latencies include that re-load but not a read
 from slow flash, which a device would pay. The mean resident figure assumes windows stream one at a time.
-Dependency note: imports `system_opts.lazy_weights` (offered for this purpose) inside functions only.
 """
 from __future__ import annotations
 
@@ -33,7 +32,7 @@ import numpy as np
 import torch
 from torch.func import functional_call
 
-from har import model_io
+from har import model_io, weightfile
 from har.errors import BadDataError, BadOptionError, DataNotFoundError
 from har.measure.artifact import TensorLife, TorchArtifact
 from har.model import CNNConfig, CompactCNN1d
@@ -97,22 +96,22 @@ class CascadeArtifact:
 
     def __init__(self, config: CascadeConfig, stage1: TorchArtifact, stage2_path: Path,
                  classes: tuple[str, ...], window: WindowConfig):
-        from system_opts.lazy_weights import LazyConfig, open_weights
         self.config = config
         self.stage1 = stage1
         self.stage2_path = Path(stage2_path)
         self.classes = tuple(classes)
         self.window = window
         self.name = f"cascade-t{config.threshold:g}"
-        self._lazy = open_weights(self.stage2_path, LazyConfig(policy="lazy-release", verify=True))
-        meta = self._lazy.metadata
+        self._stage2_file = weightfile.WeightFile(self.stage2_path, verify=True)
+        self._stage2_resident_bytes = 0  # materialised stage-2 tensors (only during a stage-2 call)
+        meta = self._stage2_file.metadata
         try:
             self._stage2_cfg = CNNConfig.from_dict(meta["model"])
         except (KeyError, TypeError) as exc:
             raise BadDataError(f"{self.stage2_path}: no usable stage-2 model config ({exc})") from None
         with torch.device("meta"):  # structure only: the weights come from the mapped file at call time
             self._skeleton = CompactCNN1d(self._stage2_cfg).eval()
-        self._state_names = [n for n in self._lazy.entries if not n.startswith(_NORM)]
+        self._state_names = [n for n in self._stage2_file.entries if not n.startswith(_NORM)]
         self._stage1_bytes = int(sum(a.nbytes for a in stage1.weight_arrays().values()))
         self.reset_stats()
 
@@ -123,11 +122,11 @@ class CascadeArtifact:
 
     def stats(self) -> CascadeStats:
         return CascadeStats(self._windows, self._stage2_windows, self._loads, self._stage1_bytes,
-                            self._lazy.total_bytes, self._peak_bytes)
+                            self._stage2_file.total_bytes, self._peak_bytes)
 
     @property
     def stage2_resident(self) -> bool:
-        return self._lazy.resident_bytes > 0
+        return self._stage2_resident_bytes > 0
 
     def with_threshold(self, threshold: float) -> "CascadeArtifact":
         """The same stages (stage 2 re-opened from its file) under another threshold, counters at zero."""
@@ -137,10 +136,11 @@ class CascadeArtifact:
     # -- inference -------------------------------------------------------------------------------
     def _stage2_logits(self, x: np.ndarray) -> np.ndarray:
         names = self._state_names + [_NORM + "mean", _NORM + "std"]
-        arrays = dict(zip(names, self._lazy.acquire(names)))
+        arrays = {n: self._stage2_file.view(n) for n in names}
         self._loads += 1
-        # own high-water mark: the lazy file's also counts inspection reads (weight_arrays) and verification
-        self._peak_bytes = max(self._peak_bytes, self._stage1_bytes + self._lazy.resident_bytes)
+        self._stage2_resident_bytes = int(sum(a.nbytes for a in arrays.values()))
+        # inference only: inspection reads (weight_arrays) and verification are not counted
+        self._peak_bytes = max(self._peak_bytes, self._stage1_bytes + self._stage2_resident_bytes)
         try:
             norm = Normalizer(arrays.pop(_NORM + "mean"), arrays.pop(_NORM + "std"))
             with warnings.catch_warnings():  # read-only mmap views; torch only reads them
@@ -150,7 +150,9 @@ class CascadeArtifact:
                 return functional_call(self._skeleton, state, (torch.from_numpy(norm(x)),), strict=False).numpy()
         finally:
             del arrays
-            self._lazy.release(names)
+            self._stage2_resident_bytes = 0
+            for n in names:
+                self._stage2_file.advise_away(n)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
         x = np.asarray(x, dtype=np.float32)
@@ -169,11 +171,11 @@ class CascadeArtifact:
     def weight_arrays(self) -> dict[str, np.ndarray]:
         """Everything the device stores (stage 1 resident, stage 2 in its file)."""
         out = {f"stage1.{k}": v for k, v in self.stage1.weight_arrays().items()}
-        out.update({f"stage2.{k}": v for k, v in self._lazy.arrays().items()})
+        out.update({f"stage2.{k}": v for k, v in self._stage2_file.arrays().items()})
         return out
 
     def _stage2_artifact(self) -> TorchArtifact:
-        arrays = self._lazy.arrays()
+        arrays = self._stage2_file.arrays()
         model = CompactCNN1d(self._stage2_cfg)
         norm = Normalizer(arrays.pop(_NORM + "mean"), arrays.pop(_NORM + "std"))
         model.load_state_dict({k: torch.from_numpy(v) for k, v in arrays.items()}, strict=False)
@@ -201,7 +203,7 @@ class CascadeArtifact:
         return None
 
     def close(self) -> None:
-        self._lazy.close()
+        self._stage2_file.close()
 
     # -- storage ---------------------------------------------------------------------------------
     def save(self, directory: str | Path) -> Path:
@@ -246,15 +248,14 @@ def train_stage1(cfg: CascadeConfig, x_train: np.ndarray, y_train: np.ndarray, x
 
 
 def write_stage2(stage2_dir: str | Path, path: str | Path) -> Path:
-    """Re-store a `har.model_io` model as a flat lazy weight file (state tensors + input normaliser)."""
-    from system_opts.lazy_weights import save_weights
+    """Re-store a `har.model_io` model as a flat weight file (state tensors + input normaliser)."""
     saved = model_io.load(stage2_dir)
     arrays = {k: v.detach().numpy() for k, v in saved.model.state_dict().items()
               if not k.endswith("num_batches_tracked")}  # a training counter: inference never reads it
     arrays[_NORM + "mean"] = saved.normalizer.mean
     arrays[_NORM + "std"] = saved.normalizer.std
     meta = {"model": json.loads(saved.model.config.to_json()), "source": "har.model_io"}
-    return save_weights(path, arrays, metadata=meta)
+    return weightfile.save_weights(path, arrays, metadata=meta)
 
 
 def apply(cfg: CascadeConfig, stage2_dir: str | Path, directory: str | Path, x_train: np.ndarray,

@@ -14,7 +14,7 @@ session of `system_opts.buffer_pool_c` (`int8_kernels="c"`, the default: compile
 `system_opts.buffer_pool_int8` (`"numpy"`), with `arena_bytes()` = its device arena (int8 activations,
 the kernels' int32 / int16 scratch, float input and scores); `int8-static-pool+lazy-weights` the same
 session acquiring each layer's int8 arrays from the weight file; without `static_pool` the flat
-executor's int8 kernels run.
+executor's int8 kernels run. `int8_session(program, Int8PoolConfig(kernels=...))` builds either session.
 Their `weight_arrays()` are exactly `Int8Artifact.weight_arrays()` (int8 weights, int32 biases,
 multipliers, shifts, zero points, input quantizer, output scale): what a device stores, not the
 Session's host-only float copies (`Int8Session.host_constant_bytes`).
@@ -29,6 +29,7 @@ from __future__ import annotations
 
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import Mapping
 
 import numpy as np
 from torch import nn
@@ -37,7 +38,8 @@ from har.errors import BadOptionError
 from har.measure.artifact import TensorLife
 from har.windows import Normalizer
 from system_opts import buffer_pool, buffer_pool_int8, flatten
-from system_opts.kernels import run_program
+from system_opts.buffer_pool_c import CInt8Session
+from system_opts.kernels import WeightSource, run_program
 from system_opts.lazy_weights import LazyConfig, LazyWeights, WeightFileError, open_weights, save_weights
 
 PROGRAM_KEY = "flat_program"
@@ -148,6 +150,18 @@ def from_program(program: flatten.FlatProgram, config: SystemOptsConfig = System
     return FlatArtifact(program, name or config.default_name, session, store)
 
 
+def int8_session(program, config: buffer_pool_int8.Int8PoolConfig = buffer_pool_int8.Int8PoolConfig(),
+                 weights: Mapping[str, np.ndarray] | WeightSource | None = None) -> buffer_pool_int8.Int8Session:
+    """An `Int8Session` (numpy kernels) or `CInt8Session` (`config.kernels == "c"`) running the int8
+    `program` in a planned static arena. Chosen here, above both modules: the C session subclasses the
+    numpy one, so the numpy module cannot name it without an import cycle."""
+    if config.kernels == "c":
+        return CInt8Session(program, config, weights)
+    if config.kernels != "numpy":
+        raise BadOptionError(f"unknown int8 kernels {config.kernels!r}; choose numpy or c")
+    return buffer_pool_int8.Int8Session(program, config, weights)
+
+
 class Int8FlatArtifact(FlatArtifact):
     """An int8 flat program (session or flat executor); stores what `Int8Artifact` stores."""
 
@@ -177,5 +191,5 @@ def from_int8(int8, config: SystemOptsConfig = SystemOptsConfig(static_pool=True
     session = None
     if config.static_pool:
         pool = buffer_pool_int8.Int8PoolConfig(config.planner, config.alignment_bytes, config.int8_kernels)
-        session = buffer_pool_int8.apply(program, pool, weights=store)
+        session = int8_session(program, pool, weights=store)
     return Int8FlatArtifact(program, int8_program, name or config.int8_name, session, store)

@@ -73,7 +73,7 @@ class CInt8Session(Int8Session):
         ints: list[int] = []
         ptrs = [_address(x), _address(y)]
         if op.kind == "quantize_input":
-            ints = [x.shape[0], x.shape[1], attrs.get("zero_point", 0)]
+            ints = [x.shape[0], x.shape[1], attrs["zero_point"]]  # what a NaN input value becomes
         elif op.kind in ("conv1d_q", "linear_q"):
             if op.kind == "conv1d_q":
                 p = attrs["padding"]

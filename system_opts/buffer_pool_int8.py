@@ -5,7 +5,7 @@ Two memories, each planned with `system_opts.planner` (greedy, 16-byte alignment
 - DEVICE arena (`arena_bytes()`, `plan`, `tensor_lifetimes()`): what a C runtime of this op list needs:
   the float32 window, every int8 activation (with halo rows for padded convs), an int32 accumulator per
   conv / linear / global pool live during its op only (the planner overlaps them: one layer's worth), and
-  the float32 scores. This is the figure `Footprint.arena_bytes` / `deployable_bytes` use.
+  the float32 scores. This is the figure `Footprint.arena_bytes` / `model_bytes` use.
 - HOST scratch (`host_scratch_bytes`): float im2col and GEMM outputs and int64 requantisation temporaries,
   which exist only because numpy has no fused int8 kernels. `host_constant_bytes` counts what is derived
   once from in-memory weights: float weight copies and per-channel values repeated over the output rows
@@ -17,7 +17,8 @@ Steps of `Int8Session(program)` (buffers laid out by `system_opts.int8_layout`):
    1 mod k, ...) and the pool runs IN PLACE: out = max of the k blocks, written over block 0 (each
    element is read before, and only by, its own write); the next conv's halo after it lies in block 1,
    dead by then. A conv never writes over its input (a direct C conv reads while it writes); the input
-   quantizer transforms the float window in place before casting it into the int8 rows.
+   quantizer transforms the float window in place before casting it into the int8 rows (a NaN becomes
+   the input zero point, through a host bool mask and a masked copy: `intref.quantize_affine`'s rule).
 2. Conv: im2col of the int8 rows (strided views cast into a float scratch by np.copyto), minus the input
    zero point, one np.dot(out=) with float weights. Every product and partial sum is an integer of
    magnitude <= terms * 255 * 128: exact in float32 for terms = K * C_in <= 514, else float64 is used, so
@@ -50,8 +51,9 @@ from typing import Mapping
 import numpy as np
 from numpy.lib.stride_tricks import as_strided
 
-from har.errors import BadDataError, BadOptionError
+from har.errors import BadDataError
 from har.measure.artifact import TensorLife
+from system_opts.buffer_pool import BufferSpec
 from system_opts.flatten import FlatProgram
 from system_opts.int8_layout import TILES, make_arena, nk_layout, numpy_layout
 from system_opts.kernels import DictWeights, WeightSource
@@ -71,7 +73,9 @@ def _c(value, dtype) -> np.ndarray:
 class Int8PoolConfig:
     planner: str = "greedy"
     alignment_bytes: int = DEFAULT_ALIGNMENT_BYTES
-    kernels: str = "numpy"  # or "c": system_opts.buffer_pool_c, same layout, no host scratch
+    # which session `system_opts.artifacts.int8_session` builds: "numpy" (this module) or "c"
+    # (`system_opts.buffer_pool_c`: same layout, no host scratch)
+    kernels: str = "numpy"
     # C kernels only: convs with K * C_in below this run time-major (faster; int16 + int32 scratch in
     # the arena), the others as dot products; 0 = smallest arena
     time_major_max_terms: int = 64
@@ -144,7 +148,10 @@ class Int8Session:
         self.logits = self._data(last_q).reshape(program.tensors[last_q].shape)
 
     def _layout(self):
-        return numpy_layout(self.program, self._left_shifts())
+        device, host, prepared, place, phases = numpy_layout(self.program, self._left_shifts())
+        q = self.program.ops[0]  # the input quantizer's NaN mask: host-only (a C kernel tests v != v)
+        host.append(BufferSpec(f"{q.name}.nan", *self.program.tensors[q.output].shape, "bool", 0, 0))
+        return device, host, prepared, place, phases
 
     def _left_shifts(self) -> set[str]:
         """Ops with a positive shift somewhere (only they get the left-shift steps); checks multipliers."""
@@ -187,8 +194,8 @@ class Int8Session:
         activations (float weights, bias and requantisation tiles) into fixed buffers."""
         x, y, attrs, v = self._data(op.input), self._data(op.output), op.attrs, self._views
         if op.kind == "quantize_input":
-            lo, hi = _c(-128, np.float32), _c(127, np.float32)
-            inv_scale, offset = v[f"{op.name}.inv_scale"], v[f"{op.name}.offset"]
+            lo, hi, zp = _c(-128, np.float32), _c(127, np.float32), _c(attrs["zero_point"], np.float32)
+            inv_scale, offset, nan = v[f"{op.name}.inv_scale"], v[f"{op.name}.offset"], v[f"{op.name}.nan"]
             fill_inv, fill_offset = _filler(inv_scale), _filler(offset)
 
             def prepare_quantize(inv_scale_row, offset_row):
@@ -196,11 +203,14 @@ class Int8Session:
                 fill_offset(offset_row)
 
             def run_quantize():
-                np.multiply(x, inv_scale, out=x)  # in place: the float window is dead after this op
-                np.add(x, offset, out=x)
+                with np.errstate(over="ignore"):  # +-FLT_MAX * inv_scale -> +-Inf, saturated below
+                    np.multiply(x, inv_scale, out=x)  # in place: the float window is dead after this op
+                    np.add(x, offset, out=x)
                 np.rint(x, out=x)
                 np.maximum(x, lo, out=x)
                 np.minimum(x, hi, out=x)
+                np.isnan(x, out=nan)  # NaN -> the input zero point (intref.quantize_affine)
+                np.copyto(x, zp, where=nan)
                 np.copyto(y, x, casting="unsafe")
             return prepare_quantize, run_quantize
         if op.kind == "dequantize":
@@ -388,14 +398,3 @@ class Int8Session:
         """Device buffers (int8 activations with halos, int32 accumulators, float input and scores)."""
         return [TensorLife(b.name, b.size_bytes, b.first_use, b.last_use) for b in self.buffers]
 
-
-def apply(program, config: Int8PoolConfig = Int8PoolConfig(),
-          weights: Mapping[str, np.ndarray] | WeightSource | None = None) -> Int8Session:
-    """An `Int8Session` (numpy kernels) or `CInt8Session` (`config.kernels == "c"`) running the int8
-    `program` in a planned static arena."""
-    if config.kernels == "c":
-        from system_opts.buffer_pool_c import CInt8Session
-        return CInt8Session(program, config, weights)
-    if config.kernels != "numpy":
-        raise BadOptionError(f"unknown int8 kernels {config.kernels!r}; choose numpy or c")
-    return Int8Session(program, config, weights)

@@ -65,23 +65,32 @@ def library_path() -> Path:
     return cache_dir() / "cbuild" / f"har_int8-{h.hexdigest()[:16]}.so"
 
 
-def build(path: Path) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=path.parent)
+def compile_shared(args: list[str], sources: list[Path], out: Path, what: str, error=None,
+                   timeout_s: float = 900) -> Path:
+    """`$CC args -o <tmp> sources`, then rename the temporary file to `out` (a process building the same
+    library at the same time ends with a complete one too); the first compiler error line is raised as
+    `error` (default BuildError) naming `what`."""
+    error = error or BuildError
+    out.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(suffix=out.suffix, dir=out.parent)
     os.close(fd)
-    cmd = [compiler(), *FLAGS, f"-I{SOURCE.parent}", "-o", tmp, str(SOURCE)]
     try:
-        done = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+        done = subprocess.run([compiler(), *args, "-o", tmp, *map(str, sources)], capture_output=True, text=True,
+                              timeout=timeout_s)
         if done.returncode != 0:
             first = (done.stderr.strip().splitlines() or ["no output"])[0]
-            raise BuildError(f"compiling {SOURCE.name} failed: {first}")
-        os.replace(tmp, path)
-    except OSError as e:
-        raise BuildError(f"compiling {SOURCE.name} failed: {e}") from None
+            raise error(f"{what} failed: {first}")
+        os.replace(tmp, out)
+    except (OSError, subprocess.SubprocessError) as e:
+        raise error(f"{what} failed: {e}") from None
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    return path
+    return out
+
+
+def build(path: Path) -> Path:
+    return compile_shared([*FLAGS, f"-I{SOURCE.parent}"], [SOURCE], path, f"compiling {SOURCE.name}")
 
 
 @lru_cache(maxsize=None)

@@ -6,7 +6,7 @@ Weights come from a `WeightSource` (a plain mapping, or a lazy weight file) that
 arrays right before the op and told to release them right after, which is what lets a lazy source keep
 only one layer resident.
 
-Conv1d is im2col + GEMM: the padded input is viewed (zero-copy, `as_strided`) as (N, T_out, K * C_in)
+Conv1d is im2col + GEMM: the padded input is viewed (zero-copy, `system_opts.rows`) as (N, T_out, K * C_in)
 rows, copied to a contiguous matrix and multiplied by the packed (K * C_in, C_out) weight; the packed
 weight's last row is the bias.
 Known limits: every op allocates its output (this is the reference path used for batch accuracy runs;
@@ -18,9 +18,9 @@ from __future__ import annotations
 from typing import Mapping, Protocol, Sequence
 
 import numpy as np
-from numpy.lib.stride_tricks import as_strided
 
 from har.errors import BadDataError
+from system_opts.rows import im2col_view, pad_rows
 
 
 class WeightSource(Protocol):
@@ -41,24 +41,6 @@ class DictWeights:
 
     def release(self, names: Sequence[str]) -> None:
         return None
-
-
-def pad_rows(x: np.ndarray, padding: int, pad_value: np.ndarray | None) -> np.ndarray:
-    """(N, T, C) -> (N, T + 2p, C) with `pad_value` (per channel, default 0) in the new rows."""
-    n, t, c = x.shape
-    xp = np.empty((n, t + 2 * padding, c), dtype=x.dtype)
-    xp[:, padding:padding + t] = x
-    fill = 0 if pad_value is None else pad_value
-    xp[:, :padding] = fill
-    xp[:, padding + t:] = fill
-    return xp
-
-
-def im2col_view(xp: np.ndarray, kernel_size: int) -> np.ndarray:
-    """Read-only (N, T_out, K * C) view of padded (N, T_pad, C) C-contiguous rows: row t = xp[t:t+K].ravel()."""
-    n, t_pad, c = xp.shape
-    s = xp.strides
-    return as_strided(xp, (n, t_pad - kernel_size + 1, kernel_size * c), (s[0], s[1], s[2]), writeable=False)
 
 
 def conv1d(x: np.ndarray, attrs: dict, weight: np.ndarray, pad_value: np.ndarray | None = None) -> np.ndarray:
@@ -112,7 +94,8 @@ KERNELS = {"conv1d": conv1d, "linear": linear, "maxpool1d": maxpool1d, "avgpool1
 
 
 def kernel(kind: str):
-    """The batch kernel of an op kind (int8 kinds load `system_opts.kernels_int8`, which needs model_opts)."""
+    """The batch kernel of an op kind. Int8 kinds come from `system_opts.kernels_int8`, imported here
+    on first need: it pulls in `model_opts.quant` (and torch with it), which fp32 runs never need."""
     if kind in KERNELS:
         return KERNELS[kind]
     from system_opts.kernels_int8 import INT8_KERNELS

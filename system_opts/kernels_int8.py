@@ -13,8 +13,9 @@ Steps of `conv1d_q` / `linear_q`:
    (`fixedpoint.multiply_by_quantized_multiplier`, TFLite's MultiplyByQuantizedMultiplier): one definition
    of the rounding rules, not a re-implementation that could drift. Add the output zero point, clamp to
    [act_min, act_max], store int8.
-`quantize_input` repeats the reference's float32 steps in the same order (x * inv_scale, + offset, rint,
-clamp), `global_avg_pool_q` sums int8 steps in int64 minus length * zp, `dequantize` is (q - zp) * scale.
+`quantize_input` is the reference's own `intref.quantize_affine` (x * inv_scale, + offset in float32,
+NaN -> the input zero point `attrs["zero_point"]`, else rint and clamp, so +-Inf saturate),
+`global_avg_pool_q` sums int8 steps in int64 minus length * zp, `dequantize` is (q - zp) * scale.
 Known limits: allocating (batch path); no static-pool (arena) version of these kernels yet.
 """
 from __future__ import annotations
@@ -22,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 from model_opts.quant.fixedpoint import INT8_MAX, INT8_MIN, multiply_by_quantized_multiplier
-from system_opts.kernels import im2col_view, pad_rows
+from model_opts.quant.intref import quantize_affine
+from system_opts.rows import im2col_view, pad_rows
 
 _F32_EXACT_TERMS = (1 << 24) // (255 * 127)
 
@@ -42,9 +44,7 @@ def _int_gemm(cols: np.ndarray, zp: int, weight: np.ndarray) -> np.ndarray:
 
 
 def quantize_input(x: np.ndarray, attrs: dict, inv_scale: np.ndarray, offset: np.ndarray) -> np.ndarray:
-    t = x * inv_scale
-    t = t + offset
-    return np.clip(np.rint(t), INT8_MIN, INT8_MAX).astype(np.int8)
+    return quantize_affine(x, inv_scale, offset, attrs["zero_point"])  # channel-last: (C,) rows broadcast
 
 
 def conv1d_q(x: np.ndarray, attrs: dict, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,

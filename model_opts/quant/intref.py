@@ -3,8 +3,12 @@
 An `Int8Program` is an input quantizer, a tuple of op records and the output quantization:
 - `InputQuant`: the only float step on the way in. Per channel c, in float32 and in this order
   (no fused multiply-add: compile C with -ffp-contract=off):
-      t = x * inv_scale[c]; t = t + offset[c]; q = clamp(rint(t), -128, 127)
-  `rint` is round-half-to-even (C `nearbyintf` in the default FE_TONEAREST mode). The input
+      t = x * inv_scale[c]; t = t + offset[c]; q = zero_point if t is NaN else clamp(rint(t), -128, 127)
+  `rint` is round-half-to-even (C `nearbyintf` in the default FE_TONEAREST mode). Non-finite input, the
+  one policy of every runtime (numpy, C kernels, firmware): a NaN sample quantizes to the input zero
+  point, the normalised value 0, i.e. the training mean of its channel (a missing reading is imputed
+  by the mean); +Inf saturates to 127 and -Inf to -128 through the clamp, as do finite values beyond
+  the range (+-FLT_MAX). The input
   Normalizer is folded in: inv_scale[c] = 1 / (std[c] * s_in), offset[c] = zp_in - mean[c] / (std[c] * s_in),
   so un-normalised windows are quantized once, straight into the normalised int8 domain.
 - `Conv1dInt8` (stride 1, zero padding `padding` on both sides, which is padding with the input zero point
@@ -19,6 +23,9 @@ An `Int8Program` is an input quantizer, a tuple of op records and the output qua
   scale and zero point: no arithmetic at all.
 - `GlobalAvgPoolInt8`: sum over the `length` time steps in int32 of (q_in - zp_in), then requantize
   with its own multiplier/shift encoding s_in / (length * s_out) and add zp_out; clamp to [-128, 127].
+  The pair is TFLM's int8 MEAN rule (`fixedpoint.mean_multiplier`: quantize s_in / s_out, then divide the
+  mantissa by `length` in integers), so this op equals TFLM's MEAN over time bit for bit; TFLM's
+  AVERAGE_POOL_2D cannot stand in (it needs equal input/output quantization, rounds sum(q) / n).
   Its output has its own calibrated scale (narrower than its input's), and `length` is fixed when the
   program is built; another input length is refused.
 The output is int8 logits; `dequantize_output` gives (q - zp_out) * s_out, and predicted classes can be
@@ -122,12 +129,23 @@ class Int8Program:
         return self
 
 
+def quantize_affine(x: np.ndarray, inv_scale: np.ndarray, offset: np.ndarray, zero_point: int) -> np.ndarray:
+    """float32 values -> int8 by the module docstring's input rule: t = x * inv_scale, t = t + offset
+    (float32, in this order), then NaN -> `zero_point`, else clamp(rint(t), -128, 127) (+-Inf saturate).
+    `inv_scale` / `offset` broadcast against `x` (per channel on whichever axis the caller holds channels)."""
+    with np.errstate(over="ignore"):  # a finite sample overflowing to +-Inf saturates: no warning
+        t = np.asarray(x, dtype=np.float32) * inv_scale
+        t = t + offset
+    q = np.clip(np.rint(t), INT8_MIN, INT8_MAX)
+    q[np.isnan(q)] = zero_point  # before the cast: NaN has no int8 value (numpy would warn and pick one)
+    return q.astype(np.int8)
+
+
 def quantize_input(prog: Int8Program, x: np.ndarray) -> np.ndarray:
-    """Un-normalised float32 (N, C, T) -> int8 (N, C, T) in the normalised input's quantization."""
-    x = np.asarray(x, dtype=np.float32)
-    t = x * prog.input.inv_scale[None, :, None]
-    t = t + prog.input.offset[None, :, None]
-    return np.clip(np.rint(t), INT8_MIN, INT8_MAX).astype(np.int8)
+    """Un-normalised float32 (N, C, T) -> int8 (N, C, T) in the normalised input's quantization; a NaN
+    sample becomes the input zero point, +-Inf saturate (module docstring)."""
+    return quantize_affine(x, prog.input.inv_scale[None, :, None], prog.input.offset[None, :, None],
+                           prog.input.zero_point)
 
 
 def _requantize(acc: np.ndarray, multiplier, shift, zp_out: int, lo: int, hi: int) -> np.ndarray:

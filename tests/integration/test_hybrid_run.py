@@ -13,7 +13,7 @@ from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
 
 pytestmark = pytest.mark.slow
 
-REQUIRED_COLUMNS = ("variant", "accuracy", "macro_f1", "weight_bytes", "arena_bytes", "deployable_bytes",
+REQUIRED_COLUMNS = ("variant", "accuracy", "macro_f1", "weight_bytes", "arena_bytes", "model_bytes",
                     "peak_heap_bytes", "allocations_per_inference", "latency_ms_p50", "macs", "split")
 
 
@@ -43,9 +43,9 @@ def test_quick_run_writes_every_output(quick_run, data_dir):
     assert {r["split"] for r in rows} == {"subject-fold0-quick"} and {r["n_folds"] for r in rows} == {"1"}
     by = {r["variant"]: r for r in rows}
     h, b = by["hybrid"], by["baseline"]
-    assert int(h["deployable_bytes"]) <= 8 * 1024 and float(h["allocations_per_inference"]) == 0
-    assert int(h["deployable_bytes"]) == int(h["weight_bytes"]) + int(h["arena_bytes"])
-    assert b["arena_bytes"] == "" and int(b["deployable_bytes"]) > 10 * int(h["deployable_bytes"])
+    assert int(h["model_bytes"]) <= 8 * 1024 and float(h["allocations_per_inference"]) == 0
+    assert int(h["model_bytes"]) == int(h["weight_bytes"]) + int(h["arena_bytes"])
+    assert b["arena_bytes"] == "" and int(b["model_bytes"]) > 10 * int(h["model_bytes"])
     assert by["model-all"]["accuracy"] == h["accuracy"]  # same int8 program, executors bit-exact
     for name in ("flat", "static-pool", "lazy-weights", "system-all", "ort-fp32"):
         assert abs(float(by[name]["accuracy"]) - float(b["accuracy"])) < 0.002, name

@@ -4,12 +4,13 @@ import numpy as np
 import pytest
 from threadpoolctl import threadpool_limits
 
+from har import weightfile
 from har.errors import BadDataError, BadOptionError
 from har.measure import InferenceArtifact, MeasureConfig, measure, profile
 from model_opts.quant import intref, ptq
 from model_opts.quant.fixedpoint import multiply_by_quantized_multiplier
 from int8_programs import adversarial_program
-from system_opts import artifacts, buffer_pool, buffer_pool_int8, flatten, flatten_int8, lazy_weights
+from system_opts import artifacts, buffer_pool, buffer_pool_int8, flatten, flatten_int8, kernels_int8, lazy_weights
 
 STATIC = artifacts.SystemOptsConfig(static_pool=True, int8_kernels="numpy")
 LAZY = artifacts.SystemOptsConfig(static_pool=True, lazy_weights=True, int8_kernels="numpy")
@@ -22,7 +23,7 @@ def int8(trained):
 
 @pytest.fixture(scope="module")
 def session(int8):
-    return buffer_pool_int8.apply(int8)
+    return artifacts.int8_session(int8)
 
 
 def test_session_is_bit_exact_with_the_integer_reference_on_every_test_window(trained, int8, session):
@@ -30,7 +31,7 @@ def test_session_is_bit_exact_with_the_integer_reference_on_every_test_window(tr
     ref = intref.run(int8.program, x)
     assert np.array_equal(session.predict_int8(x), ref)
     assert np.array_equal(session.predict(x), intref.dequantize_output(int8.program, ref))
-    logits_only = buffer_pool_int8.apply(flatten_int8.apply(int8, flatten_int8.FlattenInt8Config(False)))
+    logits_only = artifacts.int8_session(flatten_int8.apply(int8, flatten_int8.FlattenInt8Config(False)))
     out = logits_only.predict(x[:200])
     assert out.dtype == np.int8 and np.array_equal(out, ref[:200])
 
@@ -46,7 +47,7 @@ def test_session_matches_reference_on_adversarial_programs(case):
     else:
         prog, x = adversarial_program(rng, [(110, 3, 1), (8, 5, 2)], pool=0)
     ref = intref.run(prog, x)
-    session = buffer_pool_int8.apply(prog)
+    session = artifacts.int8_session(prog)
     assert np.array_equal(session.predict_int8(x), ref)
     assert np.array_equal(session.predict(x), intref.dequantize_output(prog, ref))
     assert len(np.unique(ref[:, 5:])) > 20  # outputs of normal channels spread over int8
@@ -76,7 +77,7 @@ def test_requantisation_formula_matches_fixedpoint():
 def test_no_heap_allocation_per_inference(trained, session, tmp_path, int8):
     """memray, default mode (system allocator calls): 1,000 windows through the session, zero allocations.
     With lazy weights the session itself still allocates nothing; the weight store's per-acquire array
-    views do (numpy's dimension storage of `frombuffer(...).reshape`, a few 16-byte blocks per window)."""
+    views do (`har.weightfile.WeightFile.view`: numpy's dimension storage, a few 16-byte blocks per window)."""
     windows = [np.ascontiguousarray(w) for w in trained.x_test[:1030]]
     lazy = artifacts.from_int8(int8, LAZY, weight_path=tmp_path / "w.harw")
     with threadpool_limits(1), lazy.store:  # OpenBLAS's threaded path mallocs per call
@@ -90,7 +91,8 @@ def test_no_heap_allocation_per_inference(trained, session, tmp_path, int8):
     static, lazy_prof = profiles
     assert static.n_calls == 1000
     assert static.n_allocations == 0, static.top_sites
-    assert all(site.location.startswith(lazy_weights.__file__) for site in lazy_prof.top_sites), lazy_prof.top_sites
+    assert all(site.location.startswith((lazy_weights.__file__, weightfile.__file__))
+               for site in lazy_prof.top_sites), lazy_prof.top_sites
     assert lazy_prof.allocated_bytes_per_call <= 128
 
 
@@ -113,7 +115,7 @@ def test_device_arena_plan_and_in_place_pools(trained, int8, session):
     for op in session.program.ops:
         if op.kind == "maxpool1d":
             assert np.shares_memory(session._data(op.output), session._data(op.input))
-    linear = buffer_pool_int8.apply(int8, buffer_pool_int8.Int8PoolConfig(planner="linear"))
+    linear = artifacts.int8_session(int8, buffer_pool_int8.Int8PoolConfig(planner="linear"))
     assert linear.arena_bytes() == session.plan.naive_bytes > session.arena_bytes()
     assert np.array_equal(linear.predict_int8(trained.x_test[:50]), session.predict_int8(trained.x_test[:50]))
     fp32 = buffer_pool.apply(flatten.apply(trained.model, trained.normalizer, trained.x_test.shape[1:]))
@@ -134,8 +136,45 @@ def test_run_returns_an_arena_view_and_checks_shapes(trained, session):
     with pytest.raises(BadDataError):
         session.predict(trained.x_test[:2, :3])
     with pytest.raises(BadDataError):
-        buffer_pool_int8.apply(flatten.apply(trained.model, trained.normalizer, trained.x_test.shape[1:]))
+        artifacts.int8_session(flatten.apply(trained.model, trained.normalizer, trained.x_test.shape[1:]))
 
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+
+
+def _non_finite_windows(x: np.ndarray) -> np.ndarray:
+    """Real windows with NaN, +-Inf, +-FLT_MAX at scattered places, a whole NaN channel, an all-NaN window."""
+    x = np.array(x, dtype=np.float32)
+    n, c, t = x.shape
+    for i in range(n - 2):
+        for j, v in enumerate((np.nan, np.inf, -np.inf, F32_MAX, -F32_MAX)):
+            x[i, (i + j) % c, (7 * i + 5 * j) % t] = v
+    x[-2, 1] = np.nan
+    x[-1] = np.nan
+    return x
+
+
+def test_numpy_runtimes_agree_on_nan_and_infinite_windows(trained, int8, session):
+    """One NaN / Inf policy (`intref.quantize_affine`) in the reference, the flat executor's int8 kernels
+    and the static-pool session: same int8 input, same logits, and NaN is what the channel mean gives."""
+    x = _non_finite_windows(trained.x_test[:24])
+    q_ref = intref.quantize_input(int8.program, x)
+    prog = flatten_int8.apply(int8)
+    q_op = prog.ops[0]
+    q_flat = kernels_int8.quantize_input(np.ascontiguousarray(x.transpose(0, 2, 1)), q_op.attrs,
+                                         *(prog.weights[n] for n in q_op.params))
+    assert np.array_equal(q_flat.transpose(0, 2, 1), q_ref)
+    assert np.all(q_ref[np.isnan(x)] == int8.program.input.zero_point)
+    ref = intref.run(int8.program, x)
+    flat = artifacts.from_int8(int8, artifacts.SystemOptsConfig())  # the flat executor, no pool
+    assert np.array_equal(flat.predict_int8(x), ref)
+    assert np.array_equal(session.predict_int8(x), ref)
+    imputed = np.where(np.isnan(x), trained.normalizer.mean[None, :, None], x)
+    assert np.array_equal(session.predict_int8(x), session.predict_int8(imputed))
+    # the mask and the masked copy leave no trace: a clean window afterwards runs as on a fresh session
+    clean = trained.x_test[:4]
+    assert np.array_equal(session.predict_int8(clean), intref.run(int8.program, clean))
 
 def test_int8_artifacts_store_what_int8_artifact_stores_and_run_exactly(trained, int8, tmp_path):
     x = trained.x_test[:300]
@@ -177,4 +216,4 @@ def test_measure_int8_static_pool_against_fp32_static_pool(trained, int8):
                                                                    ref.accuracy)
     assert q.activation_bytes_peak <= art.session.plan.lower_bound_bytes == q.arena_bytes  # unaligned vs aligned
     assert q.arena_bytes == art.session.arena_bytes() < f.arena_bytes
-    assert q.deployable_bytes == q.weight_bytes + q.arena_bytes < 0.5 * f.deployable_bytes
+    assert q.model_bytes == q.weight_bytes + q.arena_bytes < 0.5 * f.model_bytes

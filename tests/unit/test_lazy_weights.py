@@ -35,7 +35,7 @@ def test_round_trip_alignment_and_determinism(tmp_path, weight_file):
             got = store.acquire([name])[0]
             assert got.dtype == arr.dtype and np.array_equal(got, arr)
             assert not got.flags.writeable
-            assert (store._data_start + store.entries[name].offset) % ALIGN_BYTES == 0
+            assert (store.file.data_start + store.entries[name].offset) % ALIGN_BYTES == 0
             assert got.ctypes.data % ALIGN_BYTES == 0
 
 

@@ -1,4 +1,6 @@
 """int8 PTQ on the shared `trained` fixture: folding, integer-only reference, artifact save/load, bytes."""
+import warnings
+
 import numpy as np
 import pytest
 import torch
@@ -105,3 +107,43 @@ def test_load_errors_are_readable(tmp_path):
     (tmp_path / FILE_NAME).write_bytes(b"not a safetensors file")
     with pytest.raises(BadDataError, match="unusable int8 artifact"):
         load(tmp_path)
+
+
+F32_MAX = float(np.finfo(np.float32).max)
+NON_FINITE = (np.nan, np.inf, -np.inf, F32_MAX, -F32_MAX)
+
+
+def _non_finite_windows(x: np.ndarray) -> np.ndarray:
+    """Copies of real windows with NaN, +-Inf and +-FLT_MAX written at scattered (channel, step) places,
+    one window with a whole NaN channel and one all NaN."""
+    x = np.array(x, dtype=np.float32)
+    n, c, t = x.shape
+    for i in range(n - 2):
+        for j, v in enumerate(NON_FINITE):
+            x[i, (i + j) % c, (7 * i + 5 * j) % t] = v
+    x[-2, 1] = np.nan
+    x[-1] = np.nan
+    return x
+
+
+def test_input_quantizer_nan_and_infinity_policy(program, trained):
+    """NaN -> the input zero point (what the channel's training mean quantizes to), +Inf -> 127 and
+    -Inf -> -128 like the finite extremes; every other sample quantizes as in the clean window."""
+    clean = np.asarray(trained.x_test[:12], dtype=np.float32)
+    x = _non_finite_windows(clean)
+    assert np.all(program.input.inv_scale > 0)  # so +values saturate high, -values low
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # no NaN reaches the int8 cast, the overflow to Inf is expected
+        q = intref.quantize_input(program, x)
+    zp = program.input.zero_point
+    assert q.dtype == np.int8
+    assert np.all(q[np.isnan(x)] == zp)
+    assert np.all(q[x == np.inf] == 127) and np.all(q[x == F32_MAX] == 127)
+    assert np.all(q[x == -np.inf] == -128) and np.all(q[x == -F32_MAX] == -128)
+    finite = np.isfinite(x) & (np.abs(x) < F32_MAX)
+    assert np.array_equal(q[finite], intref.quantize_input(program, clean)[finite])
+    mean_window = np.broadcast_to(trained.normalizer.mean[None, :, None], clean[:1].shape)
+    assert np.all(intref.quantize_input(program, mean_window) == zp)
+    # so a NaN sample runs through the whole network as its channel's mean would
+    imputed = np.where(np.isnan(x), trained.normalizer.mean[None, :, None], x)
+    assert np.array_equal(intref.run(program, x), intref.run(program, imputed))
