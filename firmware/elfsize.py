@@ -37,7 +37,7 @@ from har.errors import BadDataError, HarError
 SYMBOL_CATEGORIES = {"har_weights": "weights", "har_ops": "op_table", "har_arena": "arena",
                      "har_ring": "ring_buffer", "har_state": "runtime_state"}
 LIBRARY_OBJECTS = {"har_int8.o": "kernel_code", "har_pre.o": "preprocessing", "har_runtime.o": "runtime_code",
-                   "har_model.o": "runtime_code"}
+                   "har_ring.o": "runtime_code", "har_model.o": "runtime_code"}
 LIBRARY_CATEGORIES = ("weights", "op_table", "kernel_code", "preprocessing", "runtime_code", "helpers",
                       "arena", "ring_buffer", "runtime_state")
 SHF_ALLOC, SHT_NOBITS, SHT_SYMTAB = 0x2, 8, 2

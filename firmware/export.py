@@ -37,8 +37,8 @@ from firmware.program import TARGETS, DeviceProgram, device_program
 CSRC = Path(__file__).with_name("csrc")
 KERNELS = Path(__file__).resolve().parents[1] / "system_opts" / "csrc"
 FIXED_SOURCES = ((KERNELS, "har_int8.c"), (KERNELS, "har_int8.h"), (CSRC, "har_pre.c"), (CSRC, "har_pre.h"),
-                 (CSRC, "har_runtime.c"))
-LIBRARY_SOURCES = ("har_int8.c", "har_pre.c", "har_runtime.c", "har_model.c")
+                 (CSRC, "har_runtime.c"), (CSRC, "har_ring.c"), (CSRC, "har_ring.h"))
+LIBRARY_SOURCES = ("har_int8.c", "har_pre.c", "har_runtime.c", "har_ring.c", "har_model.c")
 C_FLAGS = ("-std=c99", "-ffreestanding", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno",
            "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra")
 TARGET_FLAGS = {"cortex-m4": ("-mcpu=cortex-m4", "-mthumb", "-mfloat-abi=hard", "-mfpu=fpv4-sp-d16"),

@@ -17,15 +17,13 @@ from __future__ import annotations
 import ctypes
 import hashlib
 import json
-import os
 import subprocess
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from har.errors import BadDataError
-from system_opts.cbuild import BuildError, compiler
+from system_opts.cbuild import BuildError, compile_shared, compiler
 
 HOST_FLAGS = ("-std=c99", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno",
               "-Wall", "-Wextra", "-Werror")
@@ -59,19 +57,7 @@ def build_host_library(export_dir: str | Path, sanitize: bool = False, extra_fla
     out = d / "build-host" / f"libhar-{h.hexdigest()[:16]}.so"
     if out.exists():
         return out
-    out.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".so", dir=out.parent)
-    os.close(fd)
-    try:
-        done = subprocess.run([compiler(), *flags, f"-I{d}", "-o", tmp, *map(str, sources)], capture_output=True,
-                              text=True, timeout=300)
-        if done.returncode != 0:
-            first = (done.stderr.strip().splitlines() or ["no output"])[0]
-            raise BuildError(f"host build of {d} failed: {first}")
-        os.replace(tmp, out)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
+    compile_shared([*flags, f"-I{d}"], sources, out, f"host build of {d}")
     return out
 
 

@@ -31,7 +31,7 @@ import numpy as np
 
 from har.errors import BadDataError, BadOptionError
 from system_opts.buffer_pool import BufferSpec
-from system_opts.flatten import FlatOp, FlatProgram, TensorSpec
+from system_opts.flatten import FlatOp, FlatProgram
 from system_opts.int8_layout import device_tensors
 from system_opts.planner import MemoryPlan, plan_buffers
 
@@ -142,7 +142,6 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
     check_contract(flat)
     mode = GEMM_MODES[target]
     buffers, place, phases = device_tensors(flat)
-    index = {b.name: j for j, b in enumerate(buffers)}
     for i, op in enumerate(flat.ops):
         rows_in = place[op.input][2] + 2 * op.attrs.get("padding", 0)
         buffers.extend(_scratch(op, i, mode, flat.tensors, rows_in))

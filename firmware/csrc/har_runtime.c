@@ -3,26 +3,19 @@
  * har_init   CRC32 (IEEE 802.3, reflected polynomial 0xEDB88320, init and final xor 0xFFFFFFFF, bitwise:
  *            no table in flash) over the bytes of `har_weights`; a mismatch with the CRC the exporter
  *            computed refuses every later call (HAR_ERR_STATE) and returns HAR_ERR_CRC.
- * har_push   stores one x,y,z sample in the ring (HAR_T samples, oldest overwritten); once HAR_T samples
- *            are in, and then every HAR_STEP samples, runs one inference on the ring in time order — the
- *            windows `har.windows.make_windows` cuts from a continuous segment (starts 0, STEP, 2 STEP, ...).
+ * har_push   stores one x,y,z sample in the ring (har_ring.c: HAR_T samples, oldest overwritten); once
+ *            HAR_T samples are in, and then every HAR_STEP samples, runs one inference on the ring in time
+ *            order — the windows `har.windows.make_windows` cuts from a continuous segment.
  * har_classify  one window given as HAR_T interleaved samples, independent of the ring.
  * Inference: har_pre_quantize (har_pre.c) writes the int8 input rows into the arena, har_run (har_int8.c)
  * runs the op table, the label is the argmax of the int8 logits (ties: the lowest class, as numpy).
- * State lives in `har_state` and `har_ring` (static, no malloc); not reentrant: one caller at a time.
+ * State lives in `har_state` and `har_ring` (har_ring.c; static, no malloc); not reentrant.
  */
 #include "har_model.h"
 #include "har_model_data.h"
 #include "har_int8.h"
 #include "har_pre.h"
-
-int16_t har_ring[HAR_T * 3];
-struct har_state_s {
-    int32_t head;   /* next slot to write = oldest sample once the ring is full */
-    int32_t filled; /* samples in the ring, up to HAR_T */
-    int32_t since;  /* samples since the last result */
-    int32_t ready;  /* 1 after a successful har_init */
-} har_state;
+#include "har_ring.h"
 
 uint32_t har_weights_crc32(void) {
     const uint8_t *p = (const uint8_t *)&har_weights;
@@ -32,12 +25,6 @@ uint32_t har_weights_crc32(void) {
         for (int32_t b = 0; b < 8; b++) crc = (crc >> 1) ^ (0xEDB88320u & (0u - (crc & 1u)));
     }
     return crc ^ 0xFFFFFFFFu;
-}
-
-void har_reset(void) {
-    har_state.head = 0;
-    har_state.filled = 0;
-    har_state.since = 0;
 }
 
 int har_init(void) {
@@ -72,17 +59,6 @@ int har_classify(const int16_t *xyz, har_result *out) {
 int har_push(const int16_t xyz[3], har_result *out) {
     if (!har_state.ready) return HAR_ERR_STATE;
     if (xyz == 0 || out == 0) return HAR_ERR_ARG;
-    int16_t *slot = har_ring + har_state.head * 3;
-    slot[0] = xyz[0];
-    slot[1] = xyz[1];
-    slot[2] = xyz[2];
-    har_state.head = har_state.head + 1 == HAR_T ? 0 : har_state.head + 1;
-    if (har_state.filled < HAR_T) {
-        har_state.filled++;
-        if (har_state.filled < HAR_T) return HAR_OK;
-    } else if (++har_state.since < HAR_STEP) {
-        return HAR_OK;
-    }
-    har_state.since = 0;
-    return infer(har_ring, har_state.head, out);
+    const int32_t start = har_ring_push(xyz);
+    return start < 0 ? HAR_OK : infer(har_ring, start, out);
 }
