@@ -27,7 +27,7 @@ from system_opts.cbuild import BuildError, compile_shared, compiler
 
 HOST_FLAGS = ("-std=c99", "-O2", "-fPIC", "-shared", "-fno-strict-aliasing", "-ffp-contract=off", "-fno-math-errno",
               "-Wall", "-Wextra", "-Werror")
-SANITIZE_FLAGS = ("-fsanitize=address,undefined", "-fno-sanitize-recover=all", "-g")
+SANITIZE_FLAGS = ("-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all", "-g")
 RESULT_CODES = {0: "HAR_OK", 1: "HAR_READY", -1: "HAR_ERR_CRC", -2: "HAR_ERR_STATE", -3: "HAR_ERR_ARG",
                 -4: "HAR_ERR_RUN"}
 

@@ -169,6 +169,12 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  * (x - zp_in) * w fits int16 * int16 in all three.
  * Output row t lands at (t % phases) * (rows_out / phases) + t / phases: phase-major for an in-place
  * max pool of kernel `phases` after it. */
+#if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16)
+static int gemm(const struct har_op *op) {
+    (void)op;
+    return -1; /* a build without any gemm loop order */
+}
+#else
 static int gemm(const struct har_op *op) {
     const int32_t n_in = op->i[0], c_in = op->i[1], k = op->i[2], pad = op->i[3], rows = op->i[4],
                   c_out = op->i[5], phases = op->i[6], zp_in = op->i[7], zp_out = op->i[8],
@@ -250,6 +256,7 @@ static int gemm(const struct har_op *op) {
     return -1;
 #endif
 }
+#endif
 
 /* i: rows_out, channels, kernel, phase_major; p: x, y.  Phase-major input: y is x's first block and
  * y[r] = max_j x[j * rows_out + r] in place; otherwise y[t] = max_j x[t * kernel + j]. */

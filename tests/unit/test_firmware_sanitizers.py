@@ -1,6 +1,7 @@
 """The whole exported library (preprocessing, runtime, kernels, generated model) on real windows under
-AddressSanitizer + UndefinedBehaviorSanitizer, built with -Wall -Wextra -Werror: no finding, and the same
-int8 logits as the integer reference (one window at a time and streamed)."""
+AddressSanitizer + UndefinedBehaviorSanitizer (+ float-cast-overflow, outside gcc's undefined group),
+built with -Wall -Wextra -Werror: no finding, and the same int8 logits as the integer reference (one
+window at a time and streamed)."""
 from __future__ import annotations
 
 import shutil
