@@ -197,6 +197,25 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def firmware_rows(runner) -> list[tuple[str, dict, dict]]:
+    """(label, flash categories, RAM categories + stack) of fold 0's firmware per int8 variant and target;
+    a variant whose firmware equals an earlier one's (model-all and hybrid) is drawn once."""
+    out, seen = [], set()
+    for name, per_fold in (getattr(runner.state, "firmware", {}) or {}).items():
+        r0 = per_fold.get(min(per_fold)) if per_fold else None
+        if r0 is None:
+            continue
+        for target, t in r0.targets.items():
+            key = (target, t.elf_sha256)
+            if key in seen:
+                continue
+            seen.add(key)
+            lib = {k: v for k, v in t.flash.items() if k not in ("startup", "padding")}
+            ram = {k: v for k, v in t.ram.items() if k not in ("startup", "padding")}
+            out.append((f"{name} ({target})", lib, {**ram, "stack": t.stack_bytes}))
+    return out
+
+
 def write_report(runner) -> Path:
     from hybrid import plots
     out, rows, s = runner.out, runner.state.rows, runner.s
@@ -207,5 +226,9 @@ def write_report(runner) -> Path:
         figs = [plots.accuracy_vs_bytes(rows, f"Accuracy vs model bytes ({title})", out / "accuracy_vs_bytes.png"),
                 plots.memory_breakdown(rows, f"Memory per variant, fold 0 ({title})", out / "memory_breakdown.png"),
                 plots.latency(rows, f"Batch-1 latency, fold 0, 1 thread ({title})", out / "latency.png")]
+        fw = firmware_rows(runner)
+        if fw:
+            figs.append(plots.firmware_memory(fw, f"Firmware flash and RAM, fold 0 ({title})",
+                                              out / "firmware_memory.png"))
     md = render(runner, rows, [f.name for f in figs])
     return atomic_write_text(out / "report.md", md)

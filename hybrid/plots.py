@@ -1,4 +1,4 @@
-"""The three figures of the hybrid report, from `summary.csv` rows (PNG via `har.plots.save_figure`).
+"""The figures of the hybrid report, from `summary.csv` rows (PNG via `har.plots.save_figure`).
 
 - `accuracy_vs_bytes`: accuracy against model bytes (log x), one point per variant coloured by
   family, the Pareto front (no other variant is both smaller and more accurate) as a step line, and the
@@ -6,6 +6,8 @@
 - `memory_breakdown`: per variant, stacked horizontal bars of stored weights and working memory (the
   planned arena when the artifact has one, else the activation peak of the batch-1 graph, hatched).
 - `latency`: batch-1 p50 latency bars with a whisker up to p95 (single thread), log x.
+- `firmware_memory`: flash and RAM (two panels, never summed) of each int8 variant's Cortex-M4 / M0+
+  firmware by ELF category, beside the published ST model zoo figures.
 Anchor caveats: neither anchor is comparable to our numbers (other splits, class sets, or unstated);
 they are drawn so a reader sees where published claims sit, not as a benchmark result.
 """
@@ -141,4 +143,38 @@ def latency(rows: list[dict], title: str, path: Path) -> Path:
     ax.set_xlim(min(0.01, 0.5 * float(p50.min())) if len(p50) else 0.01, ax.get_xlim()[1] * 3)
     ax.grid(alpha=0.3, axis="x", which="both")
     ax.set_title(title, fontsize=9)
+    return save_figure(fig, path)
+
+
+FIRMWARE_ANCHOR = ("ST model zoo IGN wl24 int8, STM32U5\n(published; 4 classes, random split)",
+                   {"ST: weights": 3.11 * 1024, "ST: runtime code": 33.4 * 1024},
+                   {"ST: activations": 1.63 * 1024, "ST: runtime RAM": 2.75 * 1024})
+
+
+def firmware_memory(rows: list[tuple[str, dict, dict]], title: str, path: Path) -> Path:
+    """Flash (left) and RAM (right) of each (label, flash categories, RAM categories) firmware, stacked by
+    category (bytes from the linked ELF; RAM includes the painted stack), linear x, with the published ST
+    model zoo figures as a reference row. Flash and RAM stay in separate panels: they are not summed."""
+    rows = [*rows, FIRMWARE_ANCHOR]
+    fig, axes = plt.subplots(1, 2, figsize=(14, 0.55 * len(rows) + 2.6), sharey=True)
+    cmap = plt.get_cmap("tab20")
+    for ax, which, name in ((axes[0], 1, "flash"), (axes[1], 2, "RAM")):
+        cats = list(dict.fromkeys(c for r in rows for c, v in r[which].items() if v))
+        colors = {c: cmap(i % 20) for i, c in enumerate(cats)}
+        for y, r in enumerate(rows):
+            left = 0.0
+            for c in cats:
+                v = r[which].get(c, 0)
+                if v:
+                    ax.barh(y, v, left=left, color=colors[c], edgecolor="white", hatch="//" if r is rows[-1] else None)
+                    left += v
+            ax.text(left, y, f" {left:,.0f} B", va="center", fontsize=8)
+        ax.set_xlim(0, 1.25 * max(sum(r[which].values()) for r in rows))
+        ax.set_xlabel(f"{name} bytes")
+        ax.set_title(name)
+        ax.legend(handles=[Patch(color=colors[c], label=c) for c in cats], fontsize=7, loc="upper center",
+                  bbox_to_anchor=(0.5, -0.18), ncol=4, frameon=False)
+    axes[0].set_yticks(range(len(rows)), [r[0] for r in rows], fontsize=8)
+    axes[0].invert_yaxis()
+    fig.suptitle(title)
     return save_figure(fig, path)

@@ -7,6 +7,7 @@ import json
 import matplotlib.image as mpimg
 import pytest
 
+from firmware import toolchain
 from hybrid import execute, run
 from hybrid.pipeline import VARIANTS
 from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
@@ -67,6 +68,25 @@ def test_quick_run_writes_every_output(quick_run, data_dir):
     assert 0 <= choices["cascade"]["0"]["cascade"]["threshold"] <= 1.01
     assert set(meta["variants"]) == set(VARIANTS)
     assert [r["variant"] for r in _rows(out / "folds.csv")] == list(VARIANTS)
+
+
+def test_quick_run_measures_every_int8_variant_as_firmware(quick_run):
+    """Every int8 variant gets Cortex-M4 flash / RAM / instructions from its ELF and emulator, bit-exact."""
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        toolchain.require(tool)
+    _, _, out = quick_run
+    by = {r["variant"]: r for r in _rows(out / "summary.csv")}
+    for name in ("int8", "model-all", "hybrid"):
+        assert int(by[name]["flash_bytes"]) > int(by[name]["weight_bytes"]) and int(by[name]["ram_bytes"]) > 0
+        assert float(by[name]["instructions_per_inference"]) > int(by[name]["macs"])
+    assert by["baseline"]["flash_bytes"] == "" and by["pca"]["instructions_per_inference"] == ""
+    fw = json.loads((out / "firmware" / "hybrid" / "fold0" / "firmware.json").read_text())
+    assert fw["host_mismatched_windows"] == 0 and fw["tflm"]["mismatched_windows"] == 0
+    assert {t: v["mismatched_windows"] for t, v in fw["targets"].items()} == {"cortex-m4": 0, "cortex-m0plus": 0}
+    md = (out / "report.md").read_text()
+    assert "## Firmware (Cortex-M4F and Cortex-M0+, emulated)" in md and "| firmware target | met |" in md
+    img = mpimg.imread(out / "firmware_memory.png")
+    assert "](firmware_memory.png)" in md and img.shape[0] > 300
 
 
 def test_rerun_with_the_same_seed_reproduces_every_non_volatile_column(quick_run, data_dir):
