@@ -175,6 +175,9 @@ def test_numpy_runtimes_agree_on_nan_and_infinite_windows(trained, int8, session
     # the mask and the masked copy leave no trace: a clean window afterwards runs as on a fresh session
     clean = trained.x_test[:4]
     assert np.array_equal(session.predict_int8(clean), intref.run(int8.program, clean))
+    # the compiled kernels (har_q8 in har_int8.h, shared with the firmware) keep the same policy
+    c_session = artifacts.int8_session(flatten_int8.apply(int8), buffer_pool_int8.Int8PoolConfig(kernels="c"))
+    assert np.array_equal(c_session.predict_int8(x), ref)
 
 def test_int8_artifacts_store_what_int8_artifact_stores_and_run_exactly(trained, int8, tmp_path):
     x = trained.x_test[:300]
