@@ -10,7 +10,8 @@ Steps of `convert(int8_program, window, out_dir, config)`:
    gemm loop orders the table uses are compiled in), and copy the fixed sources: har_int8.c/.h (the same
    kernels the Python host session compiles), har_pre.c/.h, har_runtime.c.
 3. The CRC32 of the weight blob's exact bytes (zlib's CRC-32, the one har_runtime.c computes) goes into
-   `HAR_WEIGHTS_CRC32`; floats are written as C99 hex literals, so every value is exact.
+   `HAR_WEIGHTS_CRC32`, that of the op records' integer and float fields into `HAR_OPS_CRC32`; floats are
+   written as C99 hex literals, so every value is exact.
 4. A Makefile (host shared library, Cortex-M4F / M0+ object archives), a CMake snippet, a README with the
    API, the figures' meaning and the build flags; `model.tflite` for TFLite Micro users when
    `firmware.tflm` can express the network; `export.json` (config, sha256 of every file, arena, CRC).
@@ -22,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import struct
 import zlib
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -133,6 +135,7 @@ def _data_header(dev: DeviceProgram, window: WindowConfig, crc: int) -> str:
 #define HAR_LOGITS_OFFSET {dev.logits_offset_bytes}
 #define HAR_INPUT_ZERO_POINT {dev.input_zero_point}
 #define HAR_WEIGHTS_CRC32 0x{crc:08x}u
+#define HAR_OPS_CRC32 0x{ops_crc32(dev):08x}u
 #define HAR_INV_SCALE ({inv})
 #define HAR_OFFSET ({off})
 
@@ -145,6 +148,14 @@ extern const struct har_op har_ops[HAR_N_OPS];
 extern int8_t har_arena[HAR_ARENA_BYTES];
 #endif
 """
+
+
+def ops_crc32(dev: DeviceProgram) -> int:
+    """CRC32 of every op record's kind, 12 int32 and 2 float32 fields, little-endian: what har_init checks
+    of the op table (its pointers are link-time addresses; har_init range-checks them)."""
+    blob = b"".join(struct.pack("<i12i2f", r.kind, *(*r.ints, *[0] * (12 - len(r.ints))),
+                                *(*r.floats, *[0.0] * (2 - len(r.floats)))) for r in dev.records)
+    return zlib.crc32(blob) & 0xFFFFFFFF
 
 
 def _struct_fields(dev: DeviceProgram) -> str:
@@ -270,7 +281,8 @@ for (;;) {{
   accelerometer at +-{cfg.sample.full_scale_g:g} g); feed them at the training data's rate (20 Hz for WISDM).
 - `har_push` returns `HAR_READY` after the first {dev.length} samples and then every {step} samples; `har_classify`
   classifies one window of {dev.length} interleaved samples. `scores` are int8 logits; `label` their argmax.
-- `har_init` checks the CRC32 (0x{crc:08x}) of the weights; until it succeeds every call returns `HAR_ERR_STATE`.
+- `har_init` checks the CRC32 (0x{crc:08x}) of the weights and that of the op table's fields, and that every
+  op pointer lies in the arena or the weights; until it succeeds every call returns `HAR_ERR_STATE`.
 - Memory: one static arena of `HAR_ARENA_BYTES` = {dev.arena_bytes} bytes (planned from tensor lifetimes),
   the ring of {dev.length} x 3 int16 samples, 16 bytes of state; weights and the op table are const (flash).
 

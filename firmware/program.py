@@ -6,16 +6,17 @@ Steps of `device_program(prog, target)`:
    straight into the int8 input rows, so no float window is ever stored.
 2. Lay the tensors out as the host session does (`system_opts.int8_layout.device_tensors`: halo rows, conv
    outputs phase-major under their max pool, which runs in place) and add each gemm's scratch for the
-   target's loop order (`GEMM_MODES`): Cortex-M4 runs im2col16 (an int16 row of k * c_in for SMLAD), the
-   M0+ and the host run the dot order, which needs none.
+   target's loop order (`GEMM_MODES`): Cortex-M4 runs im2col16 (the whole padded input as int16, + 4 zeros,
+   for SMLAD), the M0+ and the host run the dot order, which needs none.
 3. Plan the arena with `system_opts.planner` (greedy by size, 4-byte alignment: the widest device access is
    an int32) — the same planner the Python sessions use, so the figure is the planner's, not a formula.
 4. Build one `OpRecord` per op: the `struct har_op` fields (har_int8.h) with pointers given as symbolic
    references (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
    constants and a host session could resolve to addresses.
-5. Check the kernels' contract (`check_contract`): shifts in [-31, 30], multipliers >= 0, zero points and
-   clamp bounds in int8, act_min <= act_max, and |partial sums| <= k * c_in * 255 * 128 < 2^31, so no
-   int32 overflow can occur in C; a program outside it is refused before any C is written.
+5. Check the kernels' contract (`system_opts.cbuild.check_contract`, also run by the host C session):
+   shifts in [-31, 30], multipliers >= 0, zero points and clamp bounds in int8, act_min <= act_max, finite
+   input floats, and |partial sums| <= k * c_in * 255 * 128 < 2^31, so no int32 overflow can occur in C;
+   a program outside it is refused before any C is written.
 6. The weight blob: every array a device stores, int32/float32 members first and int8 ones after (so a C
    struct of them has no padding), padded to a multiple of 4 bytes; on im2col16 targets gemm weights are
    stored as that kernel reads them: rows zero-padded to 4 terms, channel pairs interleaved (no tail loop,
@@ -31,6 +32,7 @@ import numpy as np
 
 from har.errors import BadDataError, BadOptionError
 from system_opts.buffer_pool import BufferSpec
+from system_opts.cbuild import check_contract
 from system_opts.flatten import FlatOp, FlatProgram
 from system_opts.int8_layout import device_tensors
 from system_opts.planner import MemoryPlan, plan_buffers
@@ -39,7 +41,6 @@ TARGETS = ("host", "cortex-m4", "cortex-m0plus")
 GEMM_MODES = {"host": 0, "cortex-m4": 2, "cortex-m0plus": 0}  # har_int8.h HAR_GEMM_DOT / _IM2COL16
 KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3}  # har_int8.h HAR_GEMM, HAR_MAXPOOL, HAR_GAP
 ARENA_ALIGNMENT_BYTES = 4
-MAX_ABS_SUM = (1 << 31) - 1
 
 
 @dataclass(frozen=True)
@@ -98,32 +99,6 @@ def _strip_quantizer(flat: FlatProgram) -> FlatProgram:
     return FlatProgram(ops, tensors, weights, {**flat.meta, "input": "int8 rows (T, C) from har_pre.c"})
 
 
-def check_contract(program: FlatProgram) -> None:
-    """Step 5 of the module docstring; raises BadDataError naming the op and the violated bound."""
-    w = program.weights
-    for op in program.ops:
-        a = op.attrs
-        for key in ("input_zero_point", "output_zero_point", "act_min", "act_max"):
-            if key in a and not -128 <= int(a[key]) <= 127:
-                raise BadDataError(f"{op.name}: {key} {a[key]} outside int8")
-        if a.get("act_min", -128) > a.get("act_max", 127):
-            raise BadDataError(f"{op.name}: act_min {a['act_min']} > act_max {a['act_max']}")
-        if op.kind not in ("conv1d_q", "linear_q", "global_avg_pool_q"):
-            continue
-        m, s = w[f"{op.name}.multiplier"], w[f"{op.name}.shift"]
-        if np.any(m < 0) or np.any(s < -31) or np.any(s > 30):
-            raise BadDataError(f"{op.name}: requantisation outside the kernels' contract (multiplier >= 0, "
-                               f"shift in [-31, 30]; got {int(m.min())}, [{int(s.min())}, {int(s.max())}])")
-        if op.kind == "global_avg_pool_q":
-            terms = int(a["length"])
-            bound = terms * 255
-        else:
-            terms = int(w[f"{op.name}.weight"].shape[1])
-            bound = terms * 255 * 128
-        if bound > MAX_ABS_SUM:
-            raise BadDataError(f"{op.name}: {terms} accumulated terms could overflow int32 (bound {bound})")
-
-
 def _scratch(op: FlatOp, i: int, mode: int, tensors, rows_in: int) -> list[BufferSpec]:
     """im2col16: the whole padded input as int16, plus 4 zeros the last window's padding terms read."""
     if op.kind not in ("conv1d_q", "linear_q") or mode != 2:
@@ -138,8 +113,9 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
     if target not in TARGETS:
         raise BadOptionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
     prog = getattr(int8_program, "program", int8_program)
-    flat = _strip_quantizer(flatten_int8.apply(prog, flatten_int8.FlattenInt8Config(dequantize_output=False)))
-    check_contract(flat)
+    full = flatten_int8.apply(prog, flatten_int8.FlattenInt8Config(dequantize_output=False))
+    check_contract(full)  # with its input quantizer: the floats har_pre.c multiplies by
+    flat = _strip_quantizer(full)
     mode = GEMM_MODES[target]
     buffers, place, phases = device_tensors(flat)
     for i, op in enumerate(flat.ops):

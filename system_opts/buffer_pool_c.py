@@ -24,6 +24,7 @@ the device build (no CMSIS-NN kernels), so its latency is the host's, not a micr
 from __future__ import annotations
 
 import ctypes
+from types import SimpleNamespace
 
 import numpy as np
 
@@ -50,6 +51,12 @@ class CInt8Session(Int8Session):
 
     def _layout(self):
         self._left_shifts()  # validates the multipliers, as the numpy session does
+        for op in self.program.ops:  # the kernels' whole contract, one op's arrays resident at a time
+            arrays = self.weights.acquire(op.params)
+            try:
+                cbuild.check_contract(SimpleNamespace(ops=(op,), weights=dict(zip(op.params, arrays))))
+            finally:
+                self.weights.release(op.params)
         self._lib = cbuild.library()
         self._table = (cbuild.HarOp * len(self.program.ops))()
         self._keep: list[np.ndarray] = []

@@ -23,7 +23,9 @@ import tempfile
 from functools import lru_cache
 from pathlib import Path
 
-from har.errors import HarError
+import numpy as np
+
+from har.errors import BadDataError, HarError
 from har.paths import cache_dir
 
 SOURCE = Path(__file__).with_name("csrc") / "har_int8.c"
@@ -34,6 +36,9 @@ ABI_VERSION = 1
 N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
 GEMM_DOT, GEMM_TIME_MAJOR, GEMM_IM2COL16 = 0, 1, 2  # har_int8.h HAR_GEMM_*: gemm loop orders (i[11])
 KIND = {"quantize_input": 0, "gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "dequantize": 4}
+
+
+MAX_ABS_SUM = (1 << 31) - 1
 
 
 class BuildError(HarError):
@@ -110,3 +115,36 @@ def library() -> ctypes.CDLL:
     lib.har_op_run.argtypes = [ctypes.POINTER(HarOp)]
     lib.har_op_run.restype = ctypes.c_int
     return lib
+
+
+def check_contract(program) -> None:
+    """The kernels' contract (har_int8.c's header) for a flat int8 program: shifts in [-31, 30], multipliers
+    >= 0, zero points and clamp bounds in int8, act_min <= act_max, finite input quantizer floats, and
+    |partial sums| <= terms * 255 * 128 < 2^31 (weights may be -128). Raises BadDataError naming the op and
+    the bound; the exporter and the host C session call it before any table reaches C."""
+    w = program.weights
+    for op in program.ops:
+        if op.kind == "quantize_input":
+            floats = [np.asarray(w[n]) for n in op.params]
+            if not all(np.all(np.isfinite(f)) for f in floats):
+                raise BadDataError(f"{op.name}: non-finite input scale or offset")
+        a = op.attrs
+        for key in ("input_zero_point", "output_zero_point", "act_min", "act_max"):
+            if key in a and not -128 <= int(a[key]) <= 127:
+                raise BadDataError(f"{op.name}: {key} {a[key]} outside int8")
+        if a.get("act_min", -128) > a.get("act_max", 127):
+            raise BadDataError(f"{op.name}: act_min {a['act_min']} > act_max {a['act_max']}")
+        if op.kind not in ("conv1d_q", "linear_q", "global_avg_pool_q"):
+            continue
+        m, s = w[f"{op.name}.multiplier"], w[f"{op.name}.shift"]
+        if np.any(m < 0) or np.any(s < -31) or np.any(s > 30):
+            raise BadDataError(f"{op.name}: requantisation outside the kernels' contract (multiplier >= 0, "
+                               f"shift in [-31, 30]; got {int(m.min())}, [{int(s.min())}, {int(s.max())}])")
+        if op.kind == "global_avg_pool_q":
+            terms = int(a["length"])
+            bound = terms * 255
+        else:
+            terms = int(w[f"{op.name}.weight"].shape[1])
+            bound = terms * 255 * 128
+        if bound > MAX_ABS_SUM:
+            raise BadDataError(f"{op.name}: {terms} accumulated terms could overflow int32 (bound {bound})")

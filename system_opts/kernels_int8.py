@@ -7,7 +7,7 @@ Steps of `conv1d_q` / `linear_q`:
 2. Subtract the zero point and multiply by the int8 weights with a BLAS GEMM in floating point: every
    product and every partial sum is an integer of magnitude <= terms * 255 * 127, so float32 is exact when
    that bound is <= 2^24 (terms = K * C_in <= 518) and float64 otherwise (<= 2^53 for any layer the
-   reference accepts, which refuses terms > 66,000 for int32 safety). Exact integers sum to the same value
+   reference accepts, which refuses terms > 65,793 for int32 safety). Exact integers sum to the same value
    in any order, so the accumulator equals the reference's int32 einsum bit for bit, only faster.
 3. Add the int32 bias and requantize with the reference's own fixed-point primitive
    (`fixedpoint.multiply_by_quantized_multiplier`, TFLite's MultiplyByQuantizedMultiplier): one definition

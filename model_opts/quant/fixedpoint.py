@@ -19,8 +19,8 @@ Every function works elementwise on numpy integer arrays and is written to be tr
   roundings (SRDHM, then the divide): TFLite's classic, not its single-rounding, requantization; the
   result is within one LSB of round(x * M).
 - `quantize` / `dequantize` and the affine (asymmetric, activations) and symmetric (per-channel, weights)
-  parameter choices. Rounding of reals to integers is round-half-to-even (`np.rint`, C `nearbyintf`/`rintf`
-  in the default FE_TONEAREST mode), the same as `torch.round` and torch's fake-quantize kernels.
+  parameter choices. Rounding of reals to integers is round-half-to-even (`np.rint`; in C `har_q8`,
+  har_int8.h), the same as `torch.round` and torch's fake-quantize kernels.
 Why by hand: numpy has no fixed-point requantization and torch's quantized kernels do not expose their
 integer arithmetic; the reference must be inspectable line by line.
 """

@@ -4,7 +4,7 @@ An `Int8Program` is an input quantizer, a tuple of op records and the output qua
 - `InputQuant`: the only float step on the way in. Per channel c, in float32 and in this order
   (no fused multiply-add: compile C with -ffp-contract=off):
       t = x * inv_scale[c]; t = t + offset[c]; q = zero_point if t is NaN else clamp(rint(t), -128, 127)
-  `rint` is round-half-to-even (C `nearbyintf` in the default FE_TONEAREST mode). Non-finite input, the
+  `rint` is round-half-to-even (C: har_q8 in har_int8.h, clamp then round half to even without libm). Non-finite input, the
   one policy of every runtime (numpy, C kernels, firmware): a NaN sample quantizes to the input zero
   point, the normalised value 0, i.e. the training mean of its channel (a missing reading is imputed
   by the mean); +Inf saturates to 127 and -Inf to -128 through the clamp, as do finite values beyond
@@ -33,7 +33,7 @@ taken on the int8 values directly (argmax; ties go to the lowest class index, as
 MultiplyByQuantizedMultiplier is TFLite's (SaturatingRoundingDoublingHighMul then RoundingDivideByPOT,
 two roundings; exact rules in `fixedpoint`), so a requantized value is within one LSB of round(acc * M).
 Accumulator bound: |acc| <= C_in * K * 255 * 127 + |bias|, so `Int8Program.validate` refuses layers with
-C_in * K > 66,000 (int32 overflow); int32 biases saturate when built.
+C_in * K > 65,793 (int32 overflow: 255 * 128 per term); int32 biases saturate when built.
 Vectorisation: im2col by `numpy.lib.stride_tricks.sliding_window_view` and an int32 `einsum`, in batches
 of `batch` windows to bound memory. No float appears between `quantize_input` and `dequantize_output`.
 Limits: op set of `har.model.CompactCNN1d` only (ReLU exists only fused into a conv/linear).
@@ -47,7 +47,7 @@ from numpy.lib.stride_tricks import sliding_window_view
 
 from model_opts.quant.fixedpoint import INT8_MAX, INT8_MIN, multiply_by_quantized_multiplier
 
-MAX_ACC_TERMS = 66_000  # C_in * K above which an int32 accumulator could overflow
+MAX_ACC_TERMS = 65_793  # C_in * K above which |sum (x - zp) * w| <= terms * 255 * 128 could pass 2^31 - 1
 
 
 @dataclass(frozen=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import re
 import shutil
+from dataclasses import replace
 
 import numpy as np
 import pytest
@@ -93,6 +94,16 @@ def test_a_flipped_weight_byte_is_refused(case, tmp_path):
     assert HostFirmware(ex.out_dir).init_code == 0
 
 
+def test_a_changed_op_table_field_is_refused(case, tmp_path):
+    prog, config, counts, ex = case
+    bad = tmp_path / "bad-ops"
+    shutil.copytree(ex.out_dir, bad, ignore=shutil.ignore_patterns("build-host"))
+    src = (bad / "har_model.c").read_text()
+    m = re.search(r"\{1, \{(\d+),", src)  # the first gemm's n_in: a wrong row count would overrun the arena
+    (bad / "har_model.c").write_text(src[:m.start(1)] + str(int(m.group(1)) + 1) + src[m.end(1):])
+    assert HostFirmware(bad).init_code == -1
+
+
 def test_export_is_byte_identical_and_its_manifest_hashes_every_file(case, tmp_path):
     prog, config, _, ex = case
     again = export.convert(prog, config, tmp_path / "again", export.ExportConfig(target="host"))
@@ -113,7 +124,7 @@ def test_targets_plan_their_own_scratch(case):
 
 
 def test_contract_violations_are_refused_before_any_c_is_written(case, tmp_path):
-    prog = case[0]
+    prog, config = case[0], case[1]
     flat = flatten_int8.apply(prog, flatten_int8.FlattenInt8Config(dequantize_output=False))
     name = next(op.name for op in flat.ops if op.kind == "conv1d_q")
     flat.weights[f"{name}.shift"] = flat.weights[f"{name}.shift"].copy()
@@ -122,3 +133,7 @@ def test_contract_violations_are_refused_before_any_c_is_written(case, tmp_path)
         check_contract(flat)
     with pytest.raises(BadOptionError):
         export.ExportConfig(target="cortex-m7")
+    inf = replace(prog, input=replace(prog.input, inv_scale=np.full_like(prog.input.inv_scale, np.inf)))
+    with pytest.raises(BadDataError, match="non-finite"):
+        export.convert(inf, config, tmp_path / "inf", export.ExportConfig(target="host"))
+    assert not (tmp_path / "inf").exists()
