@@ -10,7 +10,8 @@ device sees them, (N, T, 3) int16 from `firmware.preprocess.to_counts`):
    on every window and on a stream of `n_stream_windows` windows back to back (ring buffer), compare with
    the reference; its painted stack depth is the stack figure; `firmware.elfsize` accounts the app ELF's
    flash and RAM per category; `firmware.icount` (unicorn, block hooks) counts the instructions of
-   `har_classify` on the first `n_count_windows` windows, twice (the two lists must be equal).
+   `har_classify` on the first `n_count_windows` windows, twice (the two lists must be equal), and its
+   run must write the same scores as QEMU's (the counter runs the program QEMU ran).
 4. TFLM (`firmware.tflm`, when importable): the network as .tflite, run on the same int8 inputs, equal or
    not; its smallest working arena (64-bit host build: its tail is larger than on an MCU).
 Build flags: every file at `config.opt`, the kernels (har_int8.c) at `config.kernel_opt` (its SMLAD loops
@@ -135,7 +136,11 @@ def _target(prog, window, counts, labels, ref, out: Path, target: str, cfg: Firm
     fp = elfsize.from_build(app, stack_bytes=stack)
     n = min(cfg.n_count_windows, len(counts))
     files = {qemu.WINDOWS_FILE: qemu.windows_bytes(counts[:n])}
-    first = icount.count_calls(target, test.elf, files, "har_classify")
+    emulated = icount.emulate(target, test.elf, files, "har_classify")
+    if emulated.exit_code != 0 or emulated.files.get(qemu.SCORES_FILE) != (work / qemu.SCORES_FILE).read_bytes()[
+            :n * (ex.device.n_classes + 1)]:
+        raise RuntimeError(f"{target}: unicorn's run of the counted windows differs from QEMU's")
+    first = list(emulated.calls)
     second = icount.count_calls(target, test.elf, files, "har_classify")
     cats = fp.categories()
     return TargetResult(
@@ -155,7 +160,8 @@ def _tflm(prog, q: np.ndarray, ref: np.ndarray) -> dict | None:
     except ImportError:
         return None
     return {"mismatched_windows": _mismatched(out, ref), "arena_min_bytes": peer.arena_min_bytes,
-            "arena_reported_bytes": peer.arena_reported_bytes, "model_bytes": len(model), "note": peer.note}
+            "arena_reported_bytes": peer.arena_reported_bytes, "arena_head_bytes": peer.arena_head_bytes,
+            "arena_tail_bytes": peer.arena_tail_bytes, "model_bytes": len(model), "note": peer.note}
 
 
 def measure_firmware(prog, window, counts: np.ndarray, labels: np.ndarray | None, out_dir: str | Path,

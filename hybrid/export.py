@@ -39,7 +39,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--full-scale-g", type=float, default=SampleFormat().full_scale_g,
                    help="accelerometer full scale in g of the int16 samples (default 4)")
-    p.add_argument("--step", type=int, default=None, help="samples between streaming results (default: training step)")
+    p.add_argument("--step", type=int, default=None,
+                   help="samples between streaming results (default: the training windows' step; with --int8: "
+                        "half the window length)")
     p.add_argument("--int8", default=None, help="export this saved int8 artifact directory instead of a variant")
     p.add_argument("--window-length", type=int, default=None, help="with --int8: the training window length")
     p.add_argument("--channels", default=None, help="with --int8: the training channel set")

@@ -132,8 +132,9 @@ def _reading_lines(rows: list[dict]) -> list[str]:
         out.append("- **model-all vs hybrid**: the same int8 program per fold (same accuracy). model-all runs the numpy "
                    "integer reference, which has no memory plan: its model bytes add the logical activation peak "
                    "(int8 tensors and the float input) and leave out the conv halo rows and the kernel scratch "
-                   "(int16 and int32 rows of the time-major convs) a real int8 kernel needs. The hybrid's planned arena includes them, so it is the figure to hold against "
-                   "a device, and it runs with 0 heap allocations.")
+                   "(int16 and int32 rows of the host's time-major convs) its C kernels need. The hybrid's planned "
+                   "host arena includes them and runs with 0 heap allocations; what a device needs is the firmware "
+                   "section's (the device plans its own arena: no float window, other loop orders).")
     if {"hybrid", "static-pool", "system-all"} <= names:
         by = {r["variant"]: r for r in rows}
         slow = float(by["system-all"]["latency_ms_p50"] or 0) / float(by["static-pool"]["latency_ms_p50"] or 1)

@@ -166,7 +166,7 @@ class Runner:
                     if self.s.firmware:
                         from hybrid.device import firmware_fold
                         result, device = firmware_fold(built.artifact, win.config, self.data.raw_xyz[test],
-                                                       win.y[test], self.out / "firmware" / name / f"fold{k}", k,
+                                                       win.y[test], self.out / "firmware" / name / f"fold{k}",
                                                        self._firmware_memo)
                         if result is not None:
                             self.state.firmware.setdefault(name, {})[k] = result

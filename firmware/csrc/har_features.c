@@ -26,7 +26,7 @@
  * to float32 rounding of the sums (relative ~1e-6 for t = 40), not bit for bit; the spectral argmax can
  * differ where two bins' powers tie to that precision. Host and Cortex-M builds agree bit for bit: every
  * step is one IEEE float operation in a fixed order (-ffp-contract=off, no -ffast-math), sqrt is the FPU's
- * (VSQRT, SQRTSS) or, without one, feat_sqrtf below: both correctly rounded; no libm call.
+ * (VSQRT, SQRTSS) or, without one, har_pre_sqrtf (har_pre.c): both correctly rounded; no libm call.
  * Not reentrant: the scratch is static.
  */
 #include "har_features.h"
@@ -35,41 +35,7 @@
 #if !defined(HAR_SOFT_SQRT) && (defined(__ARM_FP) || defined(__x86_64__) || defined(__aarch64__))
 #define feat_sqrtf(x) __builtin_sqrtf(x)
 #else
-/* Correctly rounded sqrt without an FPU and without libm (newlib's sqrtf sets errno, which a freestanding
- * build has not got), for the finite x >= 0 this file takes the root of: x = m 2^e with 2^23 <= m < 2^24;
- * M = m 2^23 or m 2^24 (so the exponent is even and 2^46 <= M < 2^48), r = floor(sqrt(M)) has 24 bits,
- * rounded up when M - r^2 > r (a root is never halfway between two floats). Same idea as har_pre.c's. */
-static float feat_sqrtf(float x) {
-    union { float f; uint32_t u; } v;
-    v.f = x;
-    if ((v.u & 0x7FFFFFFFu) == 0 || v.u >= 0x7F800000u) return x; /* +-0, +Inf, NaN, negatives: unused */
-    uint32_t m = v.u & 0x7FFFFFu;
-    int32_t e = (int32_t)(v.u >> 23) - 150;
-    if (v.u >> 23 == 0) { /* subnormal */
-        e = -149;
-        while (!(m & 0x800000u)) {
-            m <<= 1;
-            e--;
-        }
-    } else {
-        m |= 0x800000u;
-    }
-    const int32_t shift = (e & 1) ? 23 : 24;
-    uint64_t rem = (uint64_t)m << shift, root = 0, bit = (uint64_t)1 << 46;
-    while (bit > rem) bit >>= 2;
-    for (; bit; bit >>= 2) { /* digit-by-digit integer square root */
-        if (rem >= root + bit) {
-            rem -= root + bit;
-            root = (root >> 1) + bit;
-        } else {
-            root >>= 1;
-        }
-    }
-    uint32_t r = (uint32_t)root + (rem > root);
-    int32_t re = (e - shift) / 2 + 23 + 127; /* biased exponent of r 2^((e - shift) / 2) */
-    v.u = ((uint32_t)re << 23) + (r - 0x800000u); /* r == 2^24 carries into the exponent: still exact */
-    return v.f;
-}
+#define feat_sqrtf(x) har_pre_sqrtf(x) /* har_pre.c's integer square root: correctly rounded, no libm */
 #endif
 
 /* the sorted window's keys, then (after the percentiles are read) the deviations x - m for the DFT */

@@ -15,7 +15,7 @@
  * These are har/windows.py's channels (which compute in float32/64 with numpy's pairwise sums): the two
  * differ in the last bits, so a channel value can land one int8 step apart; the firmware's accuracy is
  * measured on its own outputs, never assumed equal.
- * Quantization (har_q8 in har_int8.c, the kernels' input quantizer): v * inv_scale[c] + offset[c], NaN ->
+ * Quantization (har_q8 in har_int8.h, the kernels' input quantizer): v * inv_scale[c] + offset[c], NaN ->
  * zero point, clamp to [-128, 127], round half to even. Int16 counts cannot produce NaN or Inf here (every
  * step above is finite: n >= 1e-6, h2 >= 0), so the NaN test is skipped (har_q8_finite).
  * No allocation, no libc, no libm: sqrt is the FPU's (one VSQRT on the M4F, SQRTSS on x86-64: IEEE correctly
@@ -49,8 +49,9 @@ static uint32_t isqrt64(uint64_t v, uint64_t *rem) {
  * exponent is even and r = isqrt(M) has exactly 24 bits; round up when M - r^2 > r (a square root is never
  * exactly halfway between two floats). */
 static float soft_sqrtf(float x) {
-    uint32_t ix;
-    __builtin_memcpy(&ix, &x, 4);
+    union { float f; uint32_t u; } v; /* type pun through a union (C99 TC3): no memcpy call on the M0+ */
+    v.f = x;
+    const uint32_t ix = v.u;
     const uint32_t sign = ix >> 31, be = (ix >> 23) & 0xFF;
     uint32_t m = ix & 0x7FFFFF;
     if (be == 0xFF) return sign && m == 0 ? (x - x) / (x - x) : x; /* NaN stays, +Inf stays, -Inf -> NaN */
@@ -76,13 +77,13 @@ static float soft_sqrtf(float x) {
         r >>= 1;
         re++;
     }
-    const uint32_t bits = ((uint32_t)(re + 23 + 127) << 23) | (r & 0x7FFFFF);
-    float out;
-    __builtin_memcpy(&out, &bits, 4);
-    return out;
+    v.u = ((uint32_t)(re + 23 + 127) << 23) | (r & 0x7FFFFF);
+    return v.f;
 }
 #define har_sqrtf(x) soft_sqrtf(x)
 #endif
+
+float har_pre_sqrtf(float x) { return har_sqrtf(x); }
 
 int32_t har_pre_n_channels(int32_t channel_set) { return channel_set == HAR_CH_ROBUST_TILT ? 6 : 3; }
 

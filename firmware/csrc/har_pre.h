@@ -7,6 +7,9 @@ enum { HAR_CH_RAW = 0, HAR_CH_ROBUST = 1, HAR_CH_ROBUST_TILT = 2 };
 
 int32_t har_pre_n_channels(int32_t channel_set);
 
+/* correctly rounded sqrtf: the FPU's where there is one, else an integer square root (no libm, no errno) */
+float har_pre_sqrtf(float x);
+
 /* Float channels (C, T) channel-major of `t` samples read from a ring of `t` interleaved x,y,z counts whose
  * oldest sample is at index `start`; `scale` is m/s^2 per count. */
 void har_pre_channels_f32(const int16_t *ring, int32_t start, int32_t t, float scale, int32_t channel_set,
