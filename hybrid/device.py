@@ -72,12 +72,14 @@ def forest_peer(runner) -> dict:
     M4F board only) and a 15,000-node forest chosen on validation users for the M0+ board. Full runs only
     (minutes: the 300-tree forest is ~28 MB of generated C); --quick notes it instead."""
     from dataclasses import replace
+    from firmware import toolchain
     from firmware.forest import ForestConfig, build_forest_firmware
     d, fold = runner.data, runner.data.folds[0]
-    full = ForestConfig.for_run(runner.run_cfg, targets=("cortex-m4",))
+    boards = all(toolchain.have(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm"))  # else host only
+    full = ForestConfig.for_run(runner.run_cfg, targets=("cortex-m4",) if boards else ())
     out = {}
-    for name, cfg in (("rf-300", full), ("rf-15k-nodes", replace(full, node_budget=15_000,
-                                                                   targets=("cortex-m4", "cortex-m0plus")))):
+    for name, cfg in (("rf-300", full), ("rf-15k-nodes", replace(full, node_budget=15_000, targets=(
+            "cortex-m4", "cortex-m0plus") if boards else ()))):
         res = build_forest_firmware(d.windows, d.raw_xyz, fold, runner.out / "firmware" / "forest" / name, cfg)
         out[name] = res.to_dict()
     return out
@@ -93,6 +95,9 @@ def forest_lines(forest: dict | None) -> list[str]:
              "| forest | decision nodes | accuracy (C, hard vote) | target | fits | flash B (library) | RAM B "
              "(static + stack) | instructions / inference | QEMU = host |", "|---|---|---|---|---|---|---|---|---|"]
     for name, r in forest.items():
+        if not r["targets"]:
+            lines.append(f"| {name} | {r['n_decision_nodes']:,} | {100 * r['accuracy']:.2f} % | host only "
+                         f"(no Cortex-M toolchain) | - | - | - | - | - |")
         for t in r["targets"]:
             fp = t.get("footprint") or {}
             ram = (fp.get("library_ram_bytes", 0) + (fp.get("stack_bytes") or 0)) if fp else None

@@ -156,3 +156,20 @@ def test_soft_sqrt_of_fpu_less_targets_is_correctly_rounded(tmp_path):
         want = np.sqrt(x)
     same = (got.view(np.uint32) == want.view(np.uint32)) | (np.isnan(got) & np.isnan(want))
     assert same.all(), x[~same][:5]
+
+
+def test_without_the_toolchain_the_firmware_is_measured_on_the_host_and_says_what_it_skipped(case, tmp_path,
+                                                                                              monkeypatch):
+    from types import SimpleNamespace
+    from firmware import toolchain
+    from firmware.measure import FirmwareConfig, measure_firmware
+    from hybrid.device import checks, firmware_lines
+    prog, config, counts, _ = case
+    monkeypatch.setattr(toolchain, "have", lambda tool: False)
+    r = measure_firmware(prog, config, counts[:20], None, tmp_path, FirmwareConfig(tflm=False))
+    assert r.targets == {} and r.host_mismatched_windows == 0 and len(r.skipped) == 2
+    assert all(toolchain.INSTALL_HINT in line for line in r.skipped)
+    runner = SimpleNamespace(state=SimpleNamespace(firmware={"hybrid": {0: r}}, forest=None),
+                             s=SimpleNamespace(quick=True))
+    text = "\n".join(firmware_lines(runner))
+    assert "not run here: cortex-m4" in text and checks({0: r}) == []
