@@ -29,7 +29,8 @@ _F = np.float32
 @dataclass(frozen=True)
 class SampleFormat:
     """int16 counts per axis; default: a 16-bit accelerometer at +-4 g full scale (0.122 mg per count,
-    e.g. LSM6DSx / BMI270 at +-4 g), wide enough for the phone data (clipped near +-2 g)."""
+    e.g. LSM6DSx / BMI270 at +-4 g): every fold's training users' samples fit it (a test checks this on
+    training users only; the phones' own data clip near +-2 g)."""
 
     full_scale_g: float = 4.0
 

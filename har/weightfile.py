@@ -183,15 +183,11 @@ class WeightFile:
         finally:
             view.release()
 
-    def _entry(self, name: str) -> TensorEntry:
-        e = self.entries.get(name)
-        if e is None:
-            raise WeightFileError(f"{self.path}: no tensor named {name!r}")
-        return e
-
     def view(self, name: str) -> np.ndarray:
         """Read-only array over the mapping (no bytes copied; pages fault in as they are read)."""
-        e = self._entry(name)
+        e = self.entries.get(name)  # inline, not _entry(): this runs per lazy acquire (one call less)
+        if e is None:
+            raise WeightFileError(f"{self.path}: no tensor named {name!r}")
         # one ndarray straight over the mapping: frombuffer + reshape made two objects, and the second
         # one's shape/strides block was a heap allocation on every re-read
         return np.ndarray(e.shape, dtype=DTYPES[e.dtype], buffer=self._mm, offset=self.data_start + e.offset)
@@ -199,7 +195,9 @@ class WeightFile:
     def advise_away(self, name: str) -> None:
         """Let the OS drop the pages of tensor `name` from this process's resident set."""
         if hasattr(mmap, "MADV_DONTNEED"):
-            e = self._entry(name)
+            e = self.entries.get(name)  # per lazy release: inline like view()
+            if e is None:
+                raise WeightFileError(f"{self.path}: no tensor named {name!r}")
             start = self.data_start + e.offset
             page = start - start % mmap.PAGESIZE
             self._mm.madvise(mmap.MADV_DONTNEED, page, start + e.nbytes - page)

@@ -73,7 +73,8 @@ class LazyWeights:
             arr = self.file.view(name)
             self._live[name] = arr
             self.n_materialisations += 1
-            self.resident_bytes += arr.nbytes
+            # the entry's stored int: arr.nbytes would build a new int object on every lazy re-acquire
+            self.resident_bytes += self.file.entries[name].nbytes
             self.high_water_bytes = max(self.high_water_bytes, self.resident_bytes)
         return arr
 

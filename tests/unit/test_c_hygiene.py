@@ -1,5 +1,6 @@
 """C hygiene of the int8 kernels: warning-free under -Wall -Wextra -Werror, no sanitizer finding over a
 few thousand fuzzed op tables, and sanitizers that are live (planted bugs are caught, with their line)."""
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -162,12 +163,21 @@ int har_run_repeat(const struct har_op *ops, int32_t n, int32_t repeats) {
 
 
 def test_libfuzzer_engine_catches_a_planted_bug(tmp_path: Path):
-    if hygiene.libfuzzer_compiler() is None:  # optional engine: gcc's standalone driver is the required one
-        pytest.skip(f"no clang with -fsanitize=fuzzer: {hygiene.LIBFUZZER_INSTALL}")
+    if hygiene.libfuzzer_compiler() is None:  # .ci/run installs clang and libFuzzer: CI runs this for real
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            f"no clang with -fsanitize=fuzzer: {hygiene.LIBFUZZER_INSTALL}")
     (tmp_path / "har_int8.c").write_text(FAKE_KERNEL)
     res = hygiene.run_libfuzzer(5000, seed=0, kernel_dir=tmp_path)
     assert res.findings == 1 and 0 < res.runs <= 5000
     assert "heap-buffer-overflow" in res.first_error and res.sites == ("har_int8.c:13",)
+
+
+def test_libfuzzer_runs_the_real_target_without_findings():
+    if hygiene.libfuzzer_compiler() is None:
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(
+            f"no clang with -fsanitize=fuzzer: {hygiene.LIBFUZZER_INSTALL}")
+    res = hygiene.run_libfuzzer(3000, seed=0)
+    assert (res.findings, res.runs) == (0, 3000), res.first_error
 
 
 def test_preloaded_runtimes_sanitize_a_library_loaded_by_python(tmp_path: Path):

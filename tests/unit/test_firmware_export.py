@@ -173,3 +173,15 @@ def test_without_the_toolchain_the_firmware_is_measured_on_the_host_and_says_wha
                              s=SimpleNamespace(quick=True))
     text = "\n".join(firmware_lines(runner))
     assert "not run here: cortex-m4" in text and checks({0: r}) == []
+
+
+def test_default_sample_scale_covers_every_folds_training_users(recording, locomotion):
+    """The ±4 g default is justified on training users only: in every subject fold the training users'
+    samples lie inside the int16 range it gives (no test user was looked at to pick it)."""
+    from har.splits import subject_kfold
+    limit = preprocess.SampleFormat().full_scale_g * preprocess.G_M_S2
+    for fold in subject_kfold(locomotion.user, k=4, seed=0):
+        starts = locomotion.start[fold.train_idx]
+        raw = recording.xyz[starts[:, None] + np.arange(locomotion.config.length)[None]]
+        assert np.nanmax(np.abs(raw)) < limit
+        assert np.nanmax(np.abs(raw)) > limit / 4  # and the scale is not wastefully wide (below ±1 g)

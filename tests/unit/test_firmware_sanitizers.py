@@ -4,6 +4,7 @@ built with -Wall -Wextra -Werror: no finding, and the same int8 logits as the in
 window at a time and streamed)."""
 from __future__ import annotations
 
+import os
 import shutil
 import subprocess
 from pathlib import Path
@@ -22,8 +23,8 @@ DRIVER = Path(__file__).with_name("csrc") / "firmware_driver.c"
 
 @pytest.mark.parametrize("target", ["host", "cortex-m4", "cortex-m0plus"])  # each target's kernel config
 def test_exported_library_is_clean_under_sanitizers(target, trained, recording, tmp_path):
-    if shutil.which(compiler()) is None:
-        pytest.skip(f"{compiler()} not installed")
+    if shutil.which(compiler()) is None:  # the README requires a C compiler: CI must have one
+        (pytest.fail if os.environ.get("CI") else pytest.skip)(f"{compiler()} not installed")
     art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold,
                     QuantConfig(calibration="minmax", calib_windows=256))
     w = trained.windows
