@@ -94,3 +94,32 @@ def test_flamegraph_html_is_written(tmp_path):
 def test_bad_counts_are_refused():
     with pytest.raises(ValueError):
         profile(allocating_step, repeat=0)
+
+
+class _AllocatesWhenCollected:
+    """Cyclic garbage whose finalizer allocates, like a native handle released by `__del__`."""
+
+    def __init__(self) -> None:
+        self.me = self
+
+    def __del__(self) -> None:
+        np.ones(8192)  # 64 KiB from the system allocator
+
+
+def test_finalizers_of_earlier_garbage_are_not_charged_to_the_profiled_function():
+    import gc
+    enabled = gc.isenabled()
+    for _ in range(3):
+        _AllocatesWhenCollected()  # unreachable cycles, waiting for a collection
+    # a collection inside the profiled function would run their finalizers; the profile collects first
+    result = profile(gc.collect, repeat=1)
+    assert result.n_allocations == 0 and result.allocated_bytes == 0
+    assert gc.isenabled() == enabled  # the collector is paused while tracking only
+
+
+def test_cycles_made_by_the_profiled_function_are_still_counted():
+    def make_cycle():
+        _AllocatesWhenCollected()
+        return np.ones(8192)
+    result = profile(make_cycle, repeat=5)
+    assert result.allocations_per_call >= 1.0
