@@ -9,7 +9,7 @@ Steps of `account()`:
    every function and object is its own input section, so the input section's name names the symbol.
 3. Categorise each input section: the accounting symbols by name (har_weights -> weights, har_ops -> op
    table, har_arena -> arena, har_ring -> ring buffer, har_state -> runtime state); then by object:
-   har_int8.o kernel code, har_pre.o preprocessing, har_runtime.o and har_model.o (its code and constants
+   har_int8.o kernel code, har_decode.o decoder code, har_pre.o preprocessing, har_runtime.o and har_model.o (its code and constants
    other than the named symbols) runtime code, any other .data/.bss of those objects runtime state, archive
    members (libgcc.a, libm.a, libc.a) compiler/libm helpers, board objects (boards/*.o) startup/harness.
    An object that is none of these raises (pass it in `objects`).
@@ -36,9 +36,9 @@ from har.errors import BadDataError, HarError
 
 SYMBOL_CATEGORIES = {"har_weights": "weights", "har_ops": "op_table", "har_arena": "arena",
                      "har_ring": "ring_buffer", "har_state": "runtime_state"}
-LIBRARY_OBJECTS = {"har_int8.o": "kernel_code", "har_pre.o": "preprocessing", "har_runtime.o": "runtime_code",
-                   "har_ring.o": "runtime_code", "har_model.o": "runtime_code"}
-LIBRARY_CATEGORIES = ("weights", "op_table", "kernel_code", "preprocessing", "runtime_code", "helpers",
+LIBRARY_OBJECTS = {"har_int8.o": "kernel_code", "har_decode.o": "decoder_code", "har_pre.o": "preprocessing",
+                   "har_runtime.o": "runtime_code", "har_ring.o": "runtime_code", "har_model.o": "runtime_code"}
+LIBRARY_CATEGORIES = ("weights", "op_table", "kernel_code", "decoder_code", "preprocessing", "runtime_code", "helpers",
                       "arena", "ring_buffer", "runtime_state")
 SHF_ALLOC, SHT_NOBITS, SHT_SYMTAB = 0x2, 8, 2
 
@@ -138,6 +138,7 @@ class Footprint:
     weights: Bytes
     op_table: Bytes
     kernel_code: Bytes
+    decoder_code: Bytes  # har_decode.c: weight streams -> arena (0 when no layer is stored compressed)
     preprocessing: Bytes
     runtime_code: Bytes
     helpers: Bytes

@@ -29,6 +29,7 @@ import numpy as np
 
 from firmware import export, preprocess, toolchain
 from firmware.host import HostFirmware
+from firmware.storage import WeightStorage
 from model_opts.quant import intref
 
 TARGETS = ("cortex-m4", "cortex-m0plus")
@@ -44,6 +45,7 @@ class FirmwareConfig:
     tflm: bool = True
     qemu_timeout_s: float = 600.0
     sample: preprocess.SampleFormat = field(default_factory=preprocess.SampleFormat)
+    storage: WeightStorage = field(default_factory=WeightStorage)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -66,6 +68,8 @@ class TargetResult:
     instructions_repeat_equal: bool
     qemu_seconds: float
     elf_sha256: str
+    storage: str = "dense"
+    layers: dict = field(default_factory=dict)  # gemm op -> its weight storage (firmware.storage.LayerStorage)
 
     @property
     def ram_with_stack_bytes(self) -> int:
@@ -108,9 +112,10 @@ def _mismatched(a: np.ndarray, b: np.ndarray) -> int:
 
 def _target(prog, window, counts, labels, ref, out: Path, target: str, cfg: FirmwareConfig) -> TargetResult:
     from firmware import cross, elfsize, icount, qemu
-    ex = export.convert(prog, window, out / "lib", export.ExportConfig(target=target, sample=cfg.sample, tflite=False))
+    ex = export.convert(prog, window, out / "lib", export.ExportConfig(target=target, sample=cfg.sample, tflite=False,
+                                                                        storage=cfg.storage))
     sources = [ex.out_dir / s for s in ex.library_sources]
-    overrides = {"har_int8.c": cfg.kernel_opt}
+    overrides = {"har_int8.c": cfg.kernel_opt, "har_decode.c": cfg.kernel_opt}
     test = cross.build(target, sources, out / "test.elf", include_dirs=[ex.out_dir], opt=cfg.opt,
                        opt_overrides=overrides)
     app = cross.build(target, sources, out / "app.elf", include_dirs=[ex.out_dir], opt=cfg.opt, harness="app",
@@ -148,7 +153,8 @@ def _target(prog, window, counts, labels, ref, out: Path, target: str, cfg: Firm
         _accuracy(rec.labels, labels), {k: b.flash_bytes for k, b in cats.items()},
         {k: b.ram_bytes for k, b in cats.items()}, fp.library_flash_bytes, fp.library_ram_bytes, stack,
         ex.arena_bytes, tuple(first), first == second, run.seconds,
-        hashlib.sha256(Path(test.elf).read_bytes()).hexdigest())
+        hashlib.sha256(Path(test.elf).read_bytes()).hexdigest(), cfg.storage.format,
+        {name: layer.to_dict() for name, layer in ex.device.layers})
 
 
 def _tflm(prog, q: np.ndarray, ref: np.ndarray) -> dict | None:
@@ -170,7 +176,8 @@ def measure_firmware(prog, window, counts: np.ndarray, labels: np.ndarray | None
     out = Path(out_dir)
     ch = preprocess.channels(counts, config.sample.scale_m_s2, window.channels)
     ref = intref.run(prog, ch)
-    host_ex = export.convert(prog, window, out / "host", export.ExportConfig(target="host", sample=config.sample))
+    host_ex = export.convert(prog, window, out / "host", export.ExportConfig(target="host", sample=config.sample,
+                                                                                    storage=config.storage))
     host_labels, host_scores = HostFirmware(host_ex.out_dir).classify(counts)
     skipped, targets = [], {}
     missing = [t for t in ("arm-none-eabi-gcc", "qemu-system-arm") if not toolchain.have(t)]

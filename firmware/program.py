@@ -30,6 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from firmware.storage import LayerStorage, WeightStorage, layer_plan
 from har.errors import BadDataError, BadOptionError
 from system_opts.buffer_pool import BufferSpec
 from system_opts.cbuild import check_contract
@@ -39,7 +40,7 @@ from system_opts.planner import MemoryPlan, plan_buffers
 
 TARGETS = ("host", "cortex-m4", "cortex-m0plus")
 GEMM_MODES = {"host": 0, "cortex-m4": 2, "cortex-m0plus": 0}  # har_int8.h HAR_GEMM_DOT / _IM2COL16
-KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3}  # har_int8.h HAR_GEMM, HAR_MAXPOOL, HAR_GAP
+KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "decode": 5}  # har_int8.h HAR_GEMM ... HAR_DECODE
 ARENA_ALIGNMENT_BYTES = 4
 
 
@@ -75,6 +76,8 @@ class DeviceProgram:
     in_channels: int
     length: int
     n_classes: int
+    storage: str = "dense"
+    layers: tuple[tuple[str, LayerStorage], ...] = ()  # gemm op name -> how its weights are stored
 
     @property
     def arena_bytes(self) -> int:
@@ -86,7 +89,7 @@ class DeviceProgram:
         return body + bytes(-len(body) % 4)
 
 
-_CTYPES = {"int8": "int8_t", "int32": "int32_t", "float32": "float"}
+_CTYPES = {"int8": "int8_t", "uint8": "uint8_t", "uint16": "uint16_t", "int32": "int32_t", "float32": "float"}
 
 
 def _strip_quantizer(flat: FlatProgram) -> FlatProgram:
@@ -107,8 +110,9 @@ def _scratch(op: FlatOp, i: int, mode: int, tensors, rows_in: int) -> list[Buffe
     return [BufferSpec(f"{op.name}.xs", 1, rows_in * c_in + 4, "int16", i, i)]
 
 
-def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
-    """Steps 1-6 of the module docstring for an `Int8Program` (or anything holding one in `.program`)."""
+def device_program(int8_program, target: str = "cortex-m4", storage: WeightStorage = WeightStorage()) -> DeviceProgram:
+    """Steps 1-6 of the module docstring for an `Int8Program` (or anything holding one in `.program`), each
+    gemm layer's weights stored as `storage` says (`firmware.storage`)."""
     from system_opts import flatten_int8
     if target not in TARGETS:
         raise BadOptionError(f"unknown target {target!r}; choose one of {', '.join(TARGETS)}")
@@ -116,11 +120,14 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
     full = flatten_int8.apply(prog, flatten_int8.FlattenInt8Config(dequantize_output=False))
     check_contract(full)  # with its input quantizer: the floats har_pre.c multiplies by
     flat = _strip_quantizer(full)
-    mode = GEMM_MODES[target]
+    dense_mode = GEMM_MODES[target]
     buffers, place, phases = device_tensors(flat)
+    layers = _layer_storage(flat, dense_mode, storage)
     for i, op in enumerate(flat.ops):
         rows_in = place[op.input][2] + 2 * op.attrs.get("padding", 0)
-        buffers.extend(_scratch(op, i, mode, flat.tensors, rows_in))
+        buffers.extend(_scratch(op, i, _mode(layers, i, dense_mode), flat.tensors, rows_in))
+        if i in layers and layers[i].decodes:  # the decoded weights: a tensor live for this op only
+            buffers.append(BufferSpec(f"{op.name}.w", 1, layers[i].n_values, "int8", i, i))
     plan = plan_buffers(buffers, "greedy", ARENA_ALIGNMENT_BYTES)
     offsets = {b.name: p.offset_bytes for b, p in zip(buffers, plan.buffers)}
     tensors = flat.tensors
@@ -132,10 +139,11 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
         return ("arena", offsets[spec.name] + (row0 - lead_rows) * spec.cols * item)
 
     records = []
-    for op in flat.ops:
+    for i, op in enumerate(flat.ops):
         a = op.attrs
         weights = tuple(("weight", _member_name(p)) for p in op.params)
         if op.kind in ("conv1d_q", "linear_q"):
+            mode = _mode(layers, i, dense_mode)
             if op.kind == "conv1d_q":
                 pad, k, c_in = a["padding"], a["kernel_size"], a["in_channels"]
                 n_in, rows, c_out = place[op.input][2], place[op.output][2], tensors[op.output].shape[1]
@@ -145,8 +153,17 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
                     tensors[op.output].shape[0], 1
             ints = (n_in, c_in, k, pad, rows, c_out, ph, a["input_zero_point"], a["output_zero_point"],
                     a.get("act_min", -128), a.get("act_max", 127), mode)
-            scratch = (("arena", offsets[f"{op.name}.xs"]),) if mode == 2 else ()
-            ptrs = (at(op.input, pad), at(op.output), *weights, *scratch)
+            w_ref = weights[0]
+            extra: tuple = (("arena", offsets[f"{op.name}.xs"]),) if mode == 2 else ()
+            layer = layers.get(i)
+            if layer is not None and layer.decodes:
+                records.append(_decode_record(op.name, w_ref[1], layer, ("arena", offsets[f"{op.name}.w"])))
+                w_ref = ("arena", offsets[f"{op.name}.w"])
+            elif layer is not None and layer.format == "csr":  # p[2] val, p[6] row_ptr, p[7] col
+                member = w_ref[1]
+                w_ref = ("weight", f"{member}_val")
+                extra = (("weight", f"{member}_row_ptr"), ("weight", f"{member}_col"))
+            ptrs = (at(op.input, pad), at(op.output), w_ref, *weights[1:], *extra)
             records.append(OpRecord(op.name, KIND["gemm"], tuple(int(v) for v in ints), ptrs))
         elif op.kind == "maxpool1d":
             y = tensors[op.output].shape
@@ -162,11 +179,44 @@ def device_program(int8_program, target: str = "cortex-m4") -> DeviceProgram:
                                     (at(op.input), at(op.output), *weights)))
         else:
             raise BadDataError(f"{op.name}: op kind {op.kind!r} has no device kernel")
-    members = _members(flat, prog, pad_weights=mode == 2)
+    members = _members(flat, prog, dense_mode, layers)
     last = len(tensors) - 1
     return DeviceProgram(target, flat, tuple(buffers), plan, tuple(records), members, at(0)[1], at(last)[1],
                          int(prog.input.zero_point), int(prog.in_channels), int(prog.length),
-                         int(tensors[last].shape[0]))
+                         int(tensors[last].shape[0]), storage.format,
+                         tuple((flat.ops[i].name, layers[i]) for i in sorted(layers)))
+
+
+def _mode(layers: dict, i: int, dense_mode: int) -> int:
+    layer = layers.get(i)
+    return 3 if layer is not None and layer.format == "csr" else dense_mode  # har_int8.h HAR_GEMM_CSR
+
+
+def _gemm_matrix(flat: FlatProgram, op: FlatOp) -> np.ndarray:
+    """The (C_out, terms) dot-order int8 matrix the flat program stores for a gemm."""
+    w = np.ascontiguousarray(flat.weights[op.params[0]])
+    return w.reshape(w.shape[0], -1)
+
+
+def _layer_storage(flat: FlatProgram, dense_mode: int, storage: WeightStorage) -> dict[int, LayerStorage]:
+    """Step 6a: each gemm's `LayerStorage`, encoding the array its dense loop order would read."""
+    out = {}
+    for i, op in enumerate(flat.ops):
+        if op.kind not in ("conv1d_q", "linear_q"):
+            continue
+        w2 = _gemm_matrix(flat, op)
+        stored = _im2col16_weights(w2) if dense_mode == 2 else w2
+        out[i] = layer_plan(stored.reshape(-1), w2, storage)
+    return out
+
+
+def _decode_record(name: str, member: str, layer: LayerStorage, dst: tuple[str, int]) -> OpRecord:
+    """The HAR_DECODE op before a gemm: i = (format, n, src_bytes, bits, n_symbols, k); p = (src, dst,
+    codebook, count, symbols), absent tables NULL."""
+    names = {suffix for suffix, _ in layer.arrays}
+    ptrs = (("weight", f"{member}_z"), dst, *((("weight", f"{member}_{t}") if t in names else None)
+                                             for t in ("codebook", "count", "symbols")))
+    return OpRecord(f"{name}.decode", KIND["decode"], layer.ints, ptrs)
 
 
 def _member_name(param: str) -> str:
@@ -184,20 +234,21 @@ def _im2col16_weights(w: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(w.transpose(0, 2, 1, 3)).reshape(pairs * 2, tp)
 
 
-def _members(flat: FlatProgram, prog, pad_weights: bool) -> tuple[Member, ...]:
-    """Step 6: the input quantizer's floats and every op array, 4-byte types first; with `pad_weights`
-    (im2col16 targets) gemm weights are stored in that kernel's layout (`_im2col16_weights`)."""
+def _members(flat: FlatProgram, prog, dense_mode: int, layers: dict[int, LayerStorage]) -> tuple[Member, ...]:
+    """Step 6: the input quantizer's floats and every op array, wider types first (so a C struct of them
+    has no padding); a gemm's weights as its `LayerStorage` stores them (dense: in its loop order's layout,
+    `_im2col16_weights` on im2col16 targets)."""
     arrays = [("input_inv_scale", np.asarray(prog.input.inv_scale, np.float32)),
               ("input_offset", np.asarray(prog.input.offset, np.float32))]
-    for op in flat.ops:
+    for i, op in enumerate(flat.ops):
         for p in op.params:
-            w = np.ascontiguousarray(flat.weights[p])
-            if pad_weights and p.endswith(".weight"):
-                w = _im2col16_weights(w)
-            arrays.append((_member_name(p), w.reshape(-1)))
+            if i in layers and p == op.params[0]:
+                arrays += [(_member_name(p) + (f"_{suffix}" if suffix else ""), v) for suffix, v in layers[i].arrays]
+                continue
+            arrays.append((_member_name(p), np.ascontiguousarray(flat.weights[p]).reshape(-1)))
     out = []
     for name, values in arrays:
         if str(values.dtype) not in _CTYPES:
             raise BadDataError(f"{name}: dtype {values.dtype} cannot be stored on the device")
-        out.append(Member(name, _CTYPES[str(values.dtype)], values))
-    return tuple(sorted(out, key=lambda m: m.ctype == "int8_t"))  # stable: 4-byte members keep their order
+        out.append(Member(name, _CTYPES[str(values.dtype)], np.ascontiguousarray(values).reshape(-1)))
+    return tuple(sorted(out, key=lambda m: -m.values.dtype.itemsize))  # stable: members keep their order

@@ -28,7 +28,8 @@
  *   c_in x (n_in + 2 pad), p[7] int32 acc of rows_out), HAR_GEMM_IM2COL16 (p[6] int16 xs of
  *   (n_in + 2 pad) * c_in + 4; weights ceil(c_out / 2) * 2 * tp bytes, tp = k * c_in rounded up to a
  *   multiple of 4: channel pairs interleaved by quads stored w0, w2, w1, w3, zero beyond k * c_in and
- *   in the row after an odd last channel);
+ *   in the row after an odd last channel), HAR_GEMM_CSR (p[2] the nonzero values, p[6] uint16 row_ptr of
+ *   c_out + 1 non-decreasing offsets from 0, p[7] uint16 column of each value, < k * c_in);
  *   k >= 1, pad >= 0, 1 <= phases, rows_out a multiple of phases and rows_out <= n_in + 2 pad - k + 1;
  *   k * c_in <= 65,793 (255 * 128 * k * c_in must fit int32; intref refuses > 66,000 with |w| <= 127);
  *   Linear form: n_in 1, k 1, pad 0, rows_out 1, phases 1;
@@ -82,6 +83,9 @@
 #endif
 #ifndef HAR_WITH_MAXPOOL_STRIDED
 #define HAR_WITH_MAXPOOL_STRIDED 0
+#endif
+#ifndef HAR_WITH_GEMM_CSR
+#define HAR_WITH_GEMM_CSR 0
 #endif
 
 enum { MAX_OPS = 4, MAX_ROWS = 256, MAX_CH = 64, MAX_K = 9, MAX_PAD = 4, MAX_PHASES = 3, MAX_ALLOCS = 64 };
@@ -255,7 +259,7 @@ static void make_quantize(struct bytes *b, struct pool *pl, const struct tensor 
 }
 
 /* every gemm loop order of har_int8.h (i[11]); each needs its own scratch (p[6], p[7]) */
-static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM_IM2COL16};
+static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM_IM2COL16, HAR_GEMM_CSR};
 enum { N_GEMM_MODES = sizeof GEMM_MODES / sizeof GEMM_MODES[0] };
 
 static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in, struct har_op *op,
@@ -324,6 +328,24 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
         op->p[7] = grab(pl, (size_t)rows * sizeof(int32_t)); /* acc */
     } else if (mode == HAR_GEMM_IM2COL16) {
         op->p[6] = grab(pl, ((size_t)n_pad * (size_t)c_in + 4) * sizeof(int16_t)); /* xs: padded input + 4 */
+    } else if (mode == HAR_GEMM_CSR) {
+        /* each output channel keeps a random subset of its terms (possibly none), columns ascending; the
+         * values are the first nnz bytes of w (exactly nnz of them: ASan sees any read beyond) */
+        uint16_t *row_ptr = grab(pl, ((size_t)c_out + 1) * sizeof(uint16_t));
+        uint16_t *col = grab(pl, (size_t)c_out * (size_t)terms * sizeof(uint16_t) + sizeof(uint16_t));
+        int32_t nnz = 0;
+        const uint32_t density = take8(b) % 5; /* 0: none kept ... 4: every term kept */
+        row_ptr[0] = 0;
+        for (int32_t c = 0; c < c_out; c++) {
+            for (int32_t j = 0; j < terms; j++)
+                if (take8(b) % 4 < density) col[nnz++] = (uint16_t)j;
+            row_ptr[c + 1] = (uint16_t)nnz;
+        }
+        int8_t *val = grab(pl, (size_t)nnz + 1); /* + 1: a zero-size grab */
+        fill_int8(b, val, (size_t)nnz);
+        op->p[2] = val;
+        op->p[6] = row_ptr;
+        op->p[7] = col;
     }
     *out = (struct tensor){op->p[1], 0, rows, c_out, phases};
 }
@@ -406,6 +428,7 @@ static int expected_rc(const struct har_op *op) {
         case HAR_GEMM_DOT: return HAR_WITH_GEMM_DOT ? 0 : -1;
         case HAR_GEMM_TIME_MAJOR: return HAR_WITH_GEMM_TIME_MAJOR ? 0 : -1;
         case HAR_GEMM_IM2COL16: return HAR_WITH_GEMM_IM2COL16 ? 0 : -1;
+        case HAR_GEMM_CSR: return HAR_WITH_GEMM_CSR ? 0 : -1;
         default: return -1;
         }
     case HAR_MAXPOOL: return op->i[3] || HAR_WITH_MAXPOOL_STRIDED ? 0 : -1;
@@ -463,7 +486,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (har_op_run(&bad) != -1 || har_run(&bad, 1) != -1) fail("an unknown kind was not refused with -1");
     if (gemm >= 0) { /* an unknown loop order too (the halo it writes first is the op's own) */
         bad = table[gemm];
-        bad.i[11] = take8(&b) % 2 ? 3 + (int32_t)take8(&b) : -1 - (int32_t)take8(&b);
+        bad.i[11] = take8(&b) % 2 ? 4 + (int32_t)take8(&b) : -1 - (int32_t)take8(&b);
         if (har_op_run(&bad) != -1) fail("an unknown gemm mode was not refused with -1");
     }
     release(&pl);

@@ -20,6 +20,16 @@
  * har_int8_config.h enables all; an export writes one enabling what its op table uses, so a device links
  * no dead kernel. A disabled kind or mode makes har_op_run return -1, never a wrong result. */
 #include "har_int8_config.h"
+/* switches added after an export's config was written default to off (an old config still builds) */
+#ifndef HAR_WITH_GEMM_CSR
+#define HAR_WITH_GEMM_CSR 0
+#endif
+#ifndef HAR_WITH_DECODE
+#define HAR_WITH_DECODE 0
+#endif
+#if HAR_WITH_DECODE
+#include "har_decode.h"
+#endif
 #if defined(__ARM_FEATURE_DSP)
 #include <arm_acle.h>
 /* a 4-byte load from any alignment (the builtin inlines to one LDR: -ffreestanding disables plain memcpy's) */
@@ -156,8 +166,11 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  *    im2col16: xs (int16, (n_in + 2 pad) * c_in + 4); w in the im2col16 layout: rows zero-padded to tp =
  *    k*c_in rounded up to a multiple of 4, channels in pairs (c, c + 1) interleaved by 4 terms, each quad
  *    stored w0, w2, w1, w3, a zero row after an odd last channel: ceil(c_out / 2) * 2 * tp bytes (the
- *    exporter writes it)
- * Three loop orders, the same integers (every partial sum is exact in int32):
+ *    exporter writes it); csr: p[2] w = val (int8, nnz: the nonzeros of w, row after row), p[6] row_ptr
+ *    (const uint16_t *, c_out + 1: channel c's nonzeros are row_ptr[c] .. row_ptr[c + 1] - 1), p[7] col
+ *    (const uint16_t *, nnz: each nonzero's term index kk * c_in + ch, increasing within a channel)
+ *    (model_opts/csr.py encodes it and mirrors this loop in numpy)
+ * Four loop orders, the same integers (every partial sum is exact in int32):
  * - dot: output (t, c) is one dot product of the k*c_in contiguous input bytes from row t with weight
  *   row c; no scratch (the smallest arena; the portable device choice).
  * - time-major: transpose (x - zp_in) to channel-first int16 once, then for each output channel add
@@ -166,10 +179,19 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  * - im2col16: (x - zp_in) of the whole padded input once into int16 scratch, then 2 rows x 2 output
  *   channels at a time with SMLAD (two 16-bit MACs per instruction) on Cortex-M4/M7/M33 (ARMv7E-M DSP);
  *   portable C elsewhere.
- * (x - zp_in) * w fits int16 * int16 in all three.
+ * - csr: the dot order over channel c's nonzeros only (magnitude-pruned weights, >= 90 % zeros); no
+ *   scratch. Cost per nonzero vs per dense term of dot (arm-none-eabi-gcc 12.2 -O2 inner loops, not
+ *   timed): M4 7 instructions (LDRH col, LDRSB val, LDRSB row[col] by register offset, SUB, SMLABB,
+ *   CMP, branch) vs dot's 6; M0+ 14 (2 stack reloads: 8 low registers) vs dot's 11. With 2-cycle loads
+ *   that is ~1.3x a dense term, plus two row_ptr loads per channel: csr beats dot below ~75 % density,
+ *   but the M4's im2col16 (SMLAD, 2 x 2 blocks, ~1.3 cycles per MAC) only below ~12 %, about where 90 %
+ *   sparsity lands; there its gain is the weight bytes: 2 (c_out + 1) + 3 nnz instead of c_out * terms.
+ *   Folding zp_in into the bias (TFLite's way) would save the SUB but change the stored bias: not done,
+ *   so the op record is the dot mode's but for the three pointers.
+ * (x - zp_in) * w fits int16 * int16 in all four.
  * Output row t lands at (t % phases) * (rows_out / phases) + t / phases: phase-major for an in-place
  * max pool of kernel `phases` after it. */
-#if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16)
+#if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16 || HAR_WITH_GEMM_CSR)
 static int gemm(const struct har_op *op) {
     (void)op;
     return -1; /* a build without any gemm loop order */
@@ -232,6 +254,25 @@ static int gemm(const struct har_op *op) {
         return 0;
     }
 #endif
+#if HAR_WITH_GEMM_CSR
+    if (mode == HAR_GEMM_CSR) {
+        const uint16_t *restrict row_ptr = op->p[6], *restrict col = op->p[7];
+        for (int32_t ph = 0; ph < phases; ph++)
+            for (int32_t r = 0; r < per; r++) {
+                const int8_t *restrict row = x + (ph + phases * r) * c_in;
+                int8_t *out = y + (ph * per + r) * c_out;
+                for (int32_t c = 0; c < c_out; c++) {
+                    /* walking pointers: few live registers (Cortex-M0+ has 8 low ones) */
+                    const uint16_t *restrict cj = col + row_ptr[c], *const ce = col + row_ptr[c + 1];
+                    const int8_t *restrict vj = w + row_ptr[c];
+                    int32_t a = 0;
+                    while (cj < ce) a += (int32_t)(int16_t)(row[*cj++] - zp_in) * (int32_t)*vj++;
+                    out[c] = output(a, bias[c], m[c], shift[c], zp_out, lo, hi);
+                }
+            }
+        return 0;
+    }
+#endif
 #if HAR_WITH_GEMM_TIME_MAJOR
     if (mode != HAR_GEMM_TIME_MAJOR) return -1;
     int16_t *restrict xt = op->p[6];
@@ -253,6 +294,7 @@ static int gemm(const struct har_op *op) {
     return 0;
 #else
     (void)n_pad;
+    (void)terms;
     return -1;
 #endif
 }
@@ -338,6 +380,9 @@ int har_op_run(const struct har_op *op) {
     case HAR_GAP: global_avg_pool(op); return 0;
 #if HAR_WITH_DEQUANTIZE
     case HAR_DEQUANTIZE: dequantize(op); return 0;
+#endif
+#if HAR_WITH_DECODE
+    case HAR_DECODE: return har_decode_op(op);
 #endif
     default: return -1;
     }

@@ -55,7 +55,8 @@ def test_flash_ram_stack_and_instructions_are_measured_per_target(measured):
     for t in (m4, m0):
         assert t.flash["weights"] > 0 and t.flash["op_table"] > 0 and t.flash["kernel_code"] > 0
         assert t.ram["arena"] == t.arena_bytes and t.ram["ring_buffer"] > 0 and t.stack_bytes > 0
-        lib = ("weights", "op_table", "kernel_code", "preprocessing", "runtime_code", "helpers")
+        lib = ("weights", "op_table", "kernel_code", "decoder_code", "preprocessing", "runtime_code", "helpers")
+        assert t.flash["decoder_code"] == 0  # dense weights: the decoder is not linked
         assert t.library_flash_bytes == sum(t.flash[c] for c in lib)
         assert t.instructions_repeat_equal and min(t.instructions) > r.macs / 4
     assert m0.flash["helpers"] > m4.flash["helpers"]  # soft float and 64-bit helpers on v6-M

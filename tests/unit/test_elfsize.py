@@ -89,7 +89,7 @@ def test_categories_by_symbol_then_object():
 def test_footprint_totals_exclude_startup_and_padding():
     b = elfsize.Bytes
     fp = elfsize.Footprint("cortex-m0plus", weights=b(8, 0), op_table=b(8, 0), kernel_code=b(34, 0),
-                           preprocessing=b(0, 0), runtime_code=b(25, 0), helpers=b(48, 0), arena=b(0, 96),
+                           decoder_code=b(0, 0), preprocessing=b(0, 0), runtime_code=b(25, 0), helpers=b(48, 0), arena=b(0, 96),
                            ring_buffer=b(0, 0), runtime_state=b(0, 16), startup=b(129, 0), padding=b(4, 0),
                            elf_flash_bytes=256, elf_ram_bytes=112, stack_bytes=40)
     assert fp.library_flash_bytes == 8 + 8 + 34 + 25 + 48
