@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from firmware import export, preprocess, toolchain
+from firmware import cross, export, preprocess, toolchain
 from firmware.host import HostFirmware
 from firmware.storage import WeightStorage
 from model_opts.quant import intref
@@ -111,7 +111,7 @@ def _mismatched(a: np.ndarray, b: np.ndarray) -> int:
 
 
 def _target(prog, window, counts, labels, ref, out: Path, target: str, cfg: FirmwareConfig) -> TargetResult:
-    from firmware import cross, elfsize, icount, qemu
+    from firmware import elfsize, icount, qemu
     ex = export.convert(prog, window, out / "lib", export.ExportConfig(target=target, sample=cfg.sample, tflite=False,
                                                                         storage=cfg.storage))
     sources = [ex.out_dir / s for s in ex.library_sources]
@@ -185,7 +185,13 @@ def measure_firmware(prog, window, counts: np.ndarray, labels: np.ndarray | None
         if missing:
             skipped.append(f"{target}: {', '.join(missing)} missing ({toolchain.INSTALL_HINT})")
             continue
-        targets[target] = _target(prog, window, counts, labels, ref, out / target, target, config)
+        try:
+            targets[target] = _target(prog, window, counts, labels, ref, out / target, target, config)
+        except cross.BuildError as exc:
+            if "overflowed by" not in str(exc):
+                raise
+            # a model too large for the board is a result, not a failure: said, and the other board still runs
+            skipped.append(f"{target}: does not fit the board ({str(exc).split('ld: ')[-1].strip()})")
     tflm = _tflm(prog, intref.quantize_input(prog, ch), ref) if config.tflm else None
     if config.tflm and tflm is None:
         skipped.append("tflm: tflite_micro not importable (pip install -e '.[firmware]')")

@@ -90,7 +90,8 @@ def _widths_context(runner, widths: tuple[int, ...], k: int) -> FoldContext:
     bound_threads(runner.s.threads)
     d, saved, _ = ensure_fold(spec, runner.data.windows, runner.data.folds[k], runner.cache, runner.s.progress)
     return FoldContext(runner.data.windows, runner.data.folds[k], saved.model, saved.normalizer, d,
-                       runner.out / "artifacts" / f"fold{k}", runner.s.seed, spec.key(), runner.data.raw_xyz)
+                       runner.out / "artifacts" / f"fold{k}", runner.s.seed, spec.key(), runner.data.raw_xyz,
+                       spec.run.train.epochs)
 
 
 def budget_csv(rows: list[dict]) -> str:
@@ -103,11 +104,10 @@ def budget_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def _test_accuracy(runner, row: dict, k: int) -> float:
-    """The chosen point (re-loaded from the stage cache) scored on fold `k`'s test users."""
-    ctx = _widths_context(runner, tuple(row["widths"]), k)
-    built = Pipeline(point_pipeline(tuple(row["widths"]), row["ratio"], row["method"], runner.s.quick)).build(
-        ctx, runner.cache)
+def score_on_test_users(runner, widths: tuple[int, ...], pipeline: PipelineConfig, k: int) -> float:
+    """A chosen point's pipeline (re-loaded from the stage cache) scored on fold `k`'s test users."""
+    ctx = _widths_context(runner, tuple(widths), k)
+    built = Pipeline(pipeline).build(ctx, runner.cache)
     try:
         test = ctx.fold.test_idx
         with single_threaded():
@@ -164,7 +164,9 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
     else:
         winner = max(fitting, key=lambda r: (r["val_accuracy"], -r["model_bytes"]))
         winner["chosen"] = True
-        winner["test_accuracy"] = _test_accuracy(runner, winner, k)  # the one test score of the search
+        winner["test_accuracy"] = score_on_test_users(  # the one test score of the search
+            runner, tuple(winner["widths"]), point_pipeline(tuple(winner["widths"]), winner["ratio"], winner["method"],
+                                                            runner.s.quick), k)
         mismatch = [r for r in fitting if r["measured_model_bytes"] != r["model_bytes"]]
         line = (f"budget {kib:g} KiB ({cfg.budget_bytes:,} B): best = widths {tuple(winner['widths'])} pruned "
                 f"{winner['ratio']:g} -> {tuple(winner['pruned_widths'])}, {winner['method'].upper()}, int8 static "

@@ -43,6 +43,12 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "onnxruntime": ("har/measure/peers.py", "har/measure/onnx_export.py", "har/measure/onnx_graph.py"),
     # stage 2 is stored with har.weightfile (hashed with har/); report2 holds select_threshold
     "cascade": ("model_opts/__init__.py", "model_opts/cascade.py", "model_opts/report2.py"),
+    "distill": ("model_opts/__init__.py", "model_opts/distill.py", "model_opts/prune.py"),  # prune: target_widths
+    # both fine-tune the int8 simulation: the quantization package is part of what they build
+    "cluster": ("model_opts/__init__.py", "model_opts/cluster.py", "model_opts/quant"),
+    "sparsity": ("model_opts/__init__.py", "model_opts/sparsity.py", "model_opts/quant"),
+    # not cached (it only names a storage format); listed so later keys cover the code that stores it
+    "encode": ("firmware/storage.py", "model_opts/compress", "model_opts/csr.py"),
     "system": ("system_opts",),  # not cached (hybrid.execute), listed so every key covers its code
 }
 

@@ -36,10 +36,10 @@ def int8_program_of(artifact):
     return None
 
 
-def _digest(prog, counts: np.ndarray) -> str:
+def _digest(prog, counts: np.ndarray, storage) -> str:
     import hashlib
     from firmware.program import device_program
-    dev = device_program(prog, "host")
+    dev = device_program(prog, "host", storage)
     return hashlib.sha256(dev.blob_bytes() + repr(dev.records).encode() + counts.tobytes()).hexdigest()
 
 
@@ -50,14 +50,16 @@ def firmware_fold(artifact, window, raw_xyz_test: np.ndarray, y_test: np.ndarray
     the same program) reuses its result instead of measuring the same firmware twice."""
     from firmware.measure import FirmwareConfig, measure_firmware
     from firmware.preprocess import to_counts
+    from firmware.storage import WeightStorage
     prog = int8_program_of(artifact)
     if prog is None:
         return None, None
+    storage = WeightStorage(getattr(artifact, "weight_storage", "dense"))
     counts = to_counts(raw_xyz_test)
-    key = _digest(prog, counts)
+    key = _digest(prog, counts, storage)
     result = None if memo is None else memo.get(key)
     if result is None:
-        result = measure_firmware(prog, window, counts, y_test, out_dir, FirmwareConfig())
+        result = measure_firmware(prog, window, counts, y_test, out_dir, FirmwareConfig(storage=storage))
         if memo is not None:
             memo[key] = result
     m4 = result.targets.get("cortex-m4")

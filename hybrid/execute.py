@@ -28,8 +28,8 @@ from har.model import CompactCNN1d
 from har.splits import Fold
 from har.windows import Normalizer, Windows
 from hybrid.cache import StageCache
-from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ContrastiveStep, OrtStep, PCAStep, PruneStep,
-                          QuantStep, SystemStep)
+from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep,
+                          EncodeStep, OrtStep, PCAStep, PruneStep, QuantStep, SparseStep, SystemStep)
 
 
 @dataclass
@@ -43,6 +43,7 @@ class FoldContext:
     seed: int
     baseline_key: str
     raw_xyz: np.ndarray | None = None  # the same windows on device axes (contrastive pretraining)
+    train_epochs: int = 20  # the baseline's epoch budget (har.defaults): a distilled student trains as long
 
     def cache_prefix(self) -> dict:
         return {"baseline": self.baseline_key, "fold": self.fold.index, "seed": self.seed}
@@ -118,7 +119,62 @@ def _contrastive(step: ContrastiveStep, state: State, ctx: FoldContext, cache: S
     return _cnn_stage(ctx, cache, key, build)
 
 
+def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    from model_opts import distill
+
+    def build():
+        cfg = distill.DistillConfig(temperature=step.temperature, alpha=step.alpha,
+                                    epochs=step.epochs or ctx.train_epochs, patience=step.patience, seed=ctx.seed)
+        student = distill.student_config(state.model.config, step.ratio)
+        model, info = distill.apply(state.model, student, state.normalizer, ctx.windows, ctx.fold, cfg)
+        return model, {"widths": list(student.widths), **info}
+    return _cnn_stage(ctx, cache, key, build)
+
+
 # -- int8 ------------------------------------------------------------------------------------------
+
+def _int8_stage(ctx: FoldContext, cache: StageCache, key: str, state: State, build) -> tuple[State, dict]:
+    """An int8 step's result through the stage cache (`model_opts.quant.save` format)."""
+    from model_opts.quant import artifact as qart
+    meta, d = cache.done(key), cache.dir(key)
+    if meta is None:
+        art = build()
+        qart.save(d, art)
+        meta = {"choices": _json_info(art.info)}
+        cache.finish(key, meta)
+    return State(INT8, state.model, state.normalizer, qart.load(d)), meta["choices"]
+
+
+def _json_info(info: dict) -> dict:
+    keep = ("layers", "train_class_agreement", "best_val_macro_f1", "epochs_run", "sparsity", "schedule")
+    return {k: info[k] for k in keep if k in info}
+
+
+def _cluster(step: ClusterStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    from model_opts import cluster
+
+    def build():
+        cfg = cluster.ClusterConfig(k=step.k, epochs=step.epochs, patience=step.patience, lr=step.lr,
+                                    seed=ctx.step_seed)
+        return cluster.apply(state.model, state.normalizer, ctx.windows, ctx.fold, cfg, name="clustered")
+    return _int8_stage(ctx, cache, key, state, build)
+
+
+def _sparsity(step: SparseStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    from model_opts import sparsity
+
+    def build():
+        cfg = sparsity.SparsityConfig(target=step.target, n_stages=step.stages,
+                                      epochs_per_stage=step.epochs_per_stage, final_epochs=step.final_epochs,
+                                      seed=ctx.step_seed)
+        return sparsity.apply(state.model, state.normalizer, ctx.windows, ctx.fold, cfg, name="sparse")
+    return _int8_stage(ctx, cache, key, state, build)
+
+
+def _encode(step: EncodeStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    """No new integers: the storage format travels with the state to the firmware (`finish`)."""
+    return State(INT8, state.model, state.normalizer, state.artifact, {**state.info, "storage": step.format}), {}
+
 
 def _quantize(step: QuantStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
     from model_opts.quant import artifact as qart, ptq, qat
@@ -223,6 +279,7 @@ def _system(step: SystemStep, state: State, ctx: FoldContext, cache: StageCache,
     weight_path = ctx.work_dir / f"{name}.harw" if step.lazy_weights else None
     if state.kind == INT8:
         art = artifacts.from_int8(state.artifact, cfg, weight_path=weight_path, name=name)
+        art.weight_storage = state.info.get("storage", "dense")
     else:
         shape = ctx.windows.x.shape[1:]
         art = artifacts.apply(state.model, state.normalizer, shape, cfg, weight_path=weight_path, name=name)
@@ -230,7 +287,8 @@ def _system(step: SystemStep, state: State, ctx: FoldContext, cache: StageCache,
 
 
 _RUNNERS = {"prune": _prune, "contrastive": _contrastive, "quantize": _quantize, "pca": _pca,
-            "onnxruntime": _ort, "cascade": _cascade, "system": _system}
+            "onnxruntime": _ort, "cascade": _cascade, "distill": _distill, "cluster": _cluster,
+            "sparsity": _sparsity, "encode": _encode, "system": _system}
 
 
 def run_step(step, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str) -> tuple[State, dict]:
@@ -244,4 +302,6 @@ def finish(state: State, ctx: FoldContext, name: str):
         return TorchArtifact(state.model, state.normalizer, name, example=example)
     art = state.artifact
     art.name = name
+    if "storage" in state.info:  # how the firmware stores its weights (firmware.storage)
+        art.weight_storage = state.info["storage"]
     return art

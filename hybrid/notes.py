@@ -125,6 +125,25 @@ def _budget_lines(budget: dict | None) -> list[str]:
     return lines + ["", "Full table: `budget.csv`.", ""]
 
 
+def _device_budget_lines(budget: dict | None) -> list[str]:
+    if not budget:
+        return []
+    lines = ["## Firmware budget search (flash and RAM, Cortex-M4)", "", f"**{budget['line']}**", "",
+             budget["protocol"], "",
+             "| widths | ratio | recipe | pruned widths | flash B | RAM B | sized by | trained: flash / RAM B | fits "
+             "| val acc | test acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
+
+    def pct(v) -> str:
+        return "-" if v is None else f"{100 * v:.2f} %"
+    for r in budget["rows"]:
+        trained = (f"{r['measured_flash_bytes']:,} / {r['measured_ram_bytes']:,}" if r.get("trained") else "-")
+        lines.append(f"| {tuple(r['widths'])} | {r['ratio']:g} | {r['recipe']} | {tuple(r['pruned_widths'])} | "
+                     f"{'-' if r['flash_bytes'] is None else format(r['flash_bytes'], ',')} | "
+                     f"{'-' if r['ram_bytes'] is None else format(r['ram_bytes'], ',')} | {r['sized_by']} | {trained} | "
+                     f"{'yes' if r['fits'] else 'no'} | {pct(r.get('val_accuracy'))} | {pct(r.get('test_accuracy'))} |")
+    return lines + ["", "Full table: `device_budget.csv`.", ""]
+
+
 def _reading_lines(rows: list[dict]) -> list[str]:
     names = {r["variant"] for r in rows}
     out = ["### Reading the table", ""]
@@ -157,6 +176,11 @@ def _reading_lines(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _step_seconds(runner) -> float:
+    """Seconds between two results while streaming: the window step over the dataset's sample rate."""
+    return runner.data.windows.config.step / runner.data.sample_rate_hz
+
+
 def render(runner, rows: list[dict], figures: list[str]) -> str:
     s = runner.s
     lines = ["# Hybrid: model-centric and system-level memory optimisations, alone and combined", "",
@@ -165,6 +189,7 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
              "(memray, fold 0).", ""]
     lines += _data_lines(runner) + _protocol_lines(runner)
     lines += _budget_lines(runner.state.budget)
+    lines += _device_budget_lines(getattr(runner.state, "device_budget", None))
     if rows:
         lines += ["## Results", ""] + results_table(rows) + [""]
         checks = hybrid_checks(rows)
@@ -173,7 +198,11 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
             lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in checks] + [""]
         lines += _reading_lines(rows)
         from hybrid.device import firmware_lines
+        from hybrid.techniques import technique_lines
         lines += firmware_lines(runner)
+        lines += technique_lines(rows, getattr(runner.state, "firmware", {}) or {}, _step_seconds(runner))
+        from firmware.breakeven import lines as breakeven_lines
+        lines += breakeven_lines(getattr(runner.state, "breakeven", None) or [])
         lines += ["## Plots", ""] + [f"![{f}]({f})" for f in figures] + [
             "", "Anchors on the first plot are published claims under other protocols (4 classes and a leaky random "
             "split for the STM32 model zoo; protocol unstated for seed 001's \"0.08 MB\", whose 93.7 % is a best "

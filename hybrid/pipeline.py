@@ -23,9 +23,9 @@ from typing import Any
 
 from har.errors import BadOptionError
 from hybrid.codehash import kind_digest
-from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ContrastiveStep, OrtStep, PCAStep, PipelineError,
-                          PruneStep, QuantStep, Step, SystemStep, cache_fields, check_steps, step_from_dict,
-                          step_to_dict)
+from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep, EncodeStep,
+                          OrtStep, PCAStep, PipelineError, PruneStep, QuantStep, SparseStep, Step, SystemStep,
+                          cache_fields, check_steps, step_from_dict, step_to_dict)
 
 FAMILIES = ("baseline", "peer", "model", "system", "hybrid")
 
@@ -84,6 +84,7 @@ def _p(name: str, family: str, description: str, *steps: Step, fixed: bool = Tru
 
 _PRUNE = PruneStep(ratio=0.7)
 _QUANT = QuantStep()
+_POOL = SystemStep(static_pool=True)
 PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
     _p("baseline", "baseline", "the har.train CNN (32, 48, 64), fp32, torch eager"),
     _p("ort-fp32", "peer", "the baseline exported to ONNX, ONNX Runtime CPU, 1 thread", OrtStep(int8=False)),
@@ -107,8 +108,21 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
        SystemStep(static_pool=True, lazy_weights=True)),
     _p("model-all", "model", "pruned (0.7) then int8 (PTQ or QAT on validation users), integer-only numpy "
        "reference", _PRUNE, _QUANT),
+    _p("clustered", "model", "pruned (0.7), then int8 with 16 shared weight values per layer (k-means, one pinned "
+       "at 0; fine-tuned with tied weights); firmware stores 4-bit palette indices, decoded into the arena",
+       _PRUNE, ClusterStep(k=16), EncodeStep("palette"), _POOL),
+    _p("huffman", "model", "Deep Compression's chain: the clustered variant's program with its palette indices "
+       "Huffman-coded per layer (canonical codes), decoded into the arena right before each layer", _PRUNE,
+       ClusterStep(k=16), EncodeStep("huffman-palette"), _POOL),
+    _p("sparse", "model", "int8 (the baseline's widths) with 90 % of every layer's weights zero (gradual magnitude "
+       "pruning, fine-tuned); firmware stores CSR and runs the sparse gemm", SparseStep(target=0.9),
+       EncodeStep("csr"), _POOL),
+    _p("distilled", "model", "a student of the pruned widths (0.7) trained from scratch with the baseline as "
+       "teacher (KL at T = 4, alpha 0.7, + cross-entropy), then int8", DistillStep(), _QUANT, _POOL),
+    _p("student", "model", "the distilled variant's control: the same student, seed and schedule trained with "
+       "cross-entropy only (alpha = 0), then int8", DistillStep(alpha=0.0), _QUANT, _POOL),
     _p("hybrid", "hybrid", "pruned (0.7) -> int8 (PTQ or QAT on validation users) -> int8 static pool run by "
-       "compiled C kernels (planned arena, zero heap allocation per inference)", _PRUNE, _QUANT, SystemStep(static_pool=True)),
+       "compiled C kernels (planned arena, zero heap allocation per inference)", _PRUNE, _QUANT, _POOL),
 )}
 VARIANTS: tuple[str, ...] = tuple(PRESETS)
 

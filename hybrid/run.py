@@ -4,6 +4,7 @@ Examples:
     python -m hybrid.run                         # full: 4 subject folds, writes reports/<timestamp>/
     python -m hybrid.run --quick --out /tmp/q    # smoke run: fold 0, few epochs (about a minute)
     python -m hybrid.run --budget-kib 4          # most accurate int8 static-pool variant within 4 KiB
+    python -m hybrid.run --flash-kib 6 --ram-kib 2   # most accurate firmware within 6 KiB flash, 2 KiB RAM (M4)
 Outputs in `--out`: summary.csv, folds.csv, report.md, accuracy_vs_bytes.png, memory_breakdown.png,
 latency.png, flamegraphs/<variant>.html, run.json (+ budget.csv with --budget-kib). Steps: `hybrid.runner`.
 Bad options, missing data or a failing stage: exit code 2 and one line on stderr; rows of finished
@@ -31,6 +32,10 @@ def build_parser():
     p.add_argument("--budget-kib", type=float, default=None,
                    help="search widths x prune ratio x PTQ/QAT for the most accurate variant within N KiB "
                         "(then only the variants named by --variants run)")
+    p.add_argument("--flash-kib", type=float, default=None,
+                   help="with --ram-kib: search widths x prune ratio x recipe (PTQ/QAT, Huffman, clustering, 90 %% "
+                        "sparsity, distillation) for the most accurate firmware within F KiB flash (Cortex-M4 ELF)")
+    p.add_argument("--ram-kib", type=float, default=None, help="with --flash-kib: RAM budget incl. stack, KiB")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--variants", default=None,
                    help=f"'all', 'none' or a comma list of {', '.join(VARIANTS)} (default: all; with --budget-kib: none)")
@@ -64,13 +69,19 @@ def _run(args) -> int:
         raise BadOptionError(f"--budget-kib must be > 0, got {args.budget_kib}")
     if args.threads < 1:
         raise BadOptionError(f"--threads must be >= 1, got {args.threads}")
-    variants = _variants(args.variants, args.budget_kib is not None)
-    if not variants and args.budget_kib is None:
-        raise BadOptionError("nothing to run: give --variants or --budget-kib")
+    if (args.flash_kib is None) != (args.ram_kib is None):
+        raise BadOptionError("give --flash-kib and --ram-kib together")
+    if args.flash_kib is not None and not (args.flash_kib > 0 and args.ram_kib > 0):
+        raise BadOptionError(f"--flash-kib and --ram-kib must be > 0, got {args.flash_kib}, {args.ram_kib}")
+    searching = args.budget_kib is not None or args.flash_kib is not None
+    variants = _variants(args.variants, searching)
+    if not variants and not searching:
+        raise BadOptionError("nothing to run: give --variants, --budget-kib or --flash-kib/--ram-kib")
     out = Path(args.out) if args.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     settings = RunSettings(out=out, dataset=args.dataset, activities=args.activities, data_dir=args.data_dir,
                            quick=args.quick, seed=args.seed, variants=variants, budget_kib=args.budget_kib,
+                           flash_kib=args.flash_kib, ram_kib=args.ram_kib,
                            threads=args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                            progress=not args.no_progress, flamegraphs=not args.no_flamegraphs,
                            firmware=not args.no_firmware)

@@ -5,7 +5,8 @@ Steps of `run(settings)`:
    windows (`har.experiment.windows_for`) and the subject folds (`har.experiment.make_folds`); `--quick`
    uses fold 0 only.
 2. Baseline: per fold, reuse the cached `har.train`-equivalent CNN or train it (`hybrid.baseline`).
-3. Budget search (`--budget-kib`, `hybrid.budget`), reported first.
+3. Budget searches (`--budget-kib`, `hybrid.budget`; `--flash-kib F --ram-kib R`, `hybrid.device_budget`),
+   reported first.
 4. Variants, one at a time, each over every fold: build it with its `Pipeline` from that fold's baseline
    and training users (choices on validation users), then `measure` it on the fold's test users
    (`hybrid.measuring`: fold 0 with every field + a memray flame graph, other folds bytes and accuracy).
@@ -59,6 +60,8 @@ class RunSettings:
     seed: int = 0
     variants: tuple[str, ...] = VARIANTS
     budget_kib: float | None = None
+    flash_kib: float | None = None  # with ram_kib: the firmware budget search (hybrid.device_budget)
+    ram_kib: float | None = None
     threads: int = 1
     cache_dir: Path | None = None
     progress: bool = True
@@ -80,6 +83,7 @@ class Data:
     root: Path
     n_samples: int
     rejects: dict
+    sample_rate_hz: float  # the recording's (the firmware's streaming period is step / rate)
 
 
 @dataclass
@@ -89,6 +93,8 @@ class RunState:
     choices: dict = field(default_factory=dict)
     seconds: dict = field(default_factory=dict)
     budget: dict | None = None
+    device_budget: dict | None = None
+    breakeven: list = field(default_factory=list)  # firmware.breakeven.sweep rows (full runs)
     footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
     firmware: dict = field(default_factory=dict)  # variant -> fold -> firmware.measure.FirmwareResult
     forest: dict | None = None  # the RandomForest firmware peer (hybrid.device.forest_peer)
@@ -107,7 +113,7 @@ def load_data(s: RunSettings, run_cfg: RunConfig, cache: StageCache) -> Data:
     win, raw = windows_for(rec, run_cfg.window, keep)
     folds = make_folds(win.user, run_cfg)
     return Data(win, raw, folds, [0] if s.quick else [f.index for f in folds], sums, root, rec.n_samples,
-                dict(rec.rejects))
+                dict(rec.rejects), float(rec.sample_rate_hz))
 
 
 class Runner:
@@ -147,7 +153,8 @@ class Runner:
     def context(self, k: int) -> FoldContext:
         d, saved = self.baseline(k)
         return FoldContext(self.data.windows, self.data.folds[k], saved.model, saved.normalizer, d,
-                           self.out / "artifacts" / f"fold{k}", self.s.seed, self.spec.key(), self.data.raw_xyz)
+                           self.out / "artifacts" / f"fold{k}", self.s.seed, self.spec.key(), self.data.raw_xyz,
+                           self.spec.run.train.epochs)
 
     def variant(self, name: str, cfg: PipelineConfig, bar) -> None:
         win = self.data.windows
@@ -208,6 +215,40 @@ class Runner:
         print(result["line"], flush=True)
         self.write_run_json("running")
 
+    def device_budget(self) -> None:
+        if self.s.flash_kib is None:
+            return
+        from hybrid.device_budget import DeviceBudgetConfig, search
+        cfg = DeviceBudgetConfig(int(round(self.s.flash_kib * 1024)), int(round(self.s.ram_kib * 1024)))
+        with self._stage("device-budget"):
+            result = search(cfg.quick() if self.s.quick else cfg, self, self.out)
+        self.state.device_budget = result
+        print(result["line"], flush=True)
+        self.write_run_json("running")
+
+    def breakeven(self) -> None:
+        """Full runs: the break-even sparsity of sparse storage on the firmware (`firmware.breakeven`), on
+        fold 0's int8 program (the int8 variant's, re-loaded from the stage cache)."""
+        if not self.s.firmware or self.s.quick or "int8" not in self.configs:
+            return
+        from firmware import breakeven, toolchain
+        from firmware.preprocess import to_counts
+        from hybrid.device import int8_program_of
+        if not all(toolchain.have(t) for t in ("arm-none-eabi-gcc", "qemu-system-arm")):
+            return
+        with self._stage("breakeven"):
+            built = Pipeline(self.configs["int8"]).build(self.context(0), self.cache)
+            try:
+                fold = self.data.folds[0]
+                counts = to_counts(self.data.raw_xyz[fold.train_idx[:2]])  # sizes and counts: any windows
+                rows = breakeven.sweep(int8_program_of(built.artifact), self.data.windows.config, counts,
+                                       self.out / "breakeven", progress=self.s.progress)
+            finally:
+                built.close()
+        self.state.breakeven = rows
+        atomic_write_text(self.out / "breakeven.csv", _dict_csv(rows))
+        self.write_run_json("running")
+
     def forest(self) -> None:
         if not self.s.firmware or self.s.quick:
             return
@@ -243,6 +284,7 @@ class Runner:
                             "torch.set_num_threads(1) and threadpoolctl limit 1 while measuring",
             "variants": {n: c.to_dict() for n, c in self.configs.items()},
             "choices_on_validation_users": self.state.choices, "budget": self.state.budget,
+            "device_budget": self.state.device_budget, "breakeven": self.state.breakeven,
             "firmware": {n: {str(k): r.to_dict() for k, r in per.items()} for n, per in self.state.firmware.items()},
             "forest_firmware": self.state.forest,
         }
@@ -279,11 +321,24 @@ def _static(fp: Footprint) -> dict:
             **{f: getattr(fp, f) for f in BYTE_FIELDS}}
 
 
+def _dict_csv(rows: list[dict]) -> str:
+    import csv
+    import io
+    buf = io.StringIO()
+    if rows:
+        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+    return buf.getvalue()
+
+
 def run(settings: RunSettings) -> Runner:
     runner = Runner(settings)
     runner.prepare()
     runner.budget()
+    runner.device_budget()
     runner.variants()
+    runner.breakeven()
     runner.forest()
     runner.finish()
     return runner

@@ -2,7 +2,9 @@
 
 Every step belongs to one stage, and a pipeline's steps must follow the stage order
     input -> prune -> quantize -> runtime
-with at most one step per stage. Each step also consumes one kind of model and produces another:
+with at most one step per stage ("prune" also holds distillation: both give a smaller fp32 CNN; "quantize"
+also holds clustering and unstructured sparsity, which fine-tune the int8 simulation; "encode" chooses how
+the firmware stores the int8 weights and leaves the integers as they are). Each step also consumes one kind of model and produces another:
     fp32-cnn   a `CompactCNN1d` + its training-user `Normalizer` (a pipeline starts from the fold's baseline)
     int8       an int8 program (`model_opts.quant.Int8Artifact`)
     pca-mlp    a PCA front-end + MLP (`model_opts.pca.PCAArtifact`): not a CNN, nothing can follow it
@@ -24,7 +26,7 @@ from typing import ClassVar, Union
 
 from har.errors import BadOptionError
 
-STAGES = ("input", "prune", "quantize", "runtime")
+STAGES = ("input", "prune", "quantize", "encode", "runtime")
 FP32, INT8, MLP, FINAL = "fp32-cnn", "int8", "pca-mlp", "artifact"
 QUANT_METHODS = ("ptq", "qat")
 
@@ -191,6 +193,102 @@ class CascadeStep:
 
 
 @dataclass(frozen=True)
+class DistillStep:
+    """Knowledge distillation (`model_opts.distill`): a student of the pruned widths (`ratio` of every conv's
+    channels removed, as `PruneStep` would leave them) trained from scratch on the fold's training users
+    against the fold's baseline as teacher (KL at `temperature` weighted `alpha`, + cross-entropy).
+    `alpha=0` is the control: the same student, seed and schedule with cross-entropy only."""
+
+    ratio: float = 0.7
+    temperature: float = 4.0
+    alpha: float = 0.7
+    epochs: int = 0  # 0: the dataset's epoch budget (har.defaults), the baseline's
+    patience: int = 5
+    kind: ClassVar[str] = "distill"
+    stage: ClassVar[str] = "prune"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FP32
+
+    def __post_init__(self) -> None:
+        if not 0.0 <= self.ratio < 1.0 or self.temperature <= 0 or not 0.0 <= self.alpha <= 1.0:
+            raise BadOptionError(f"distill: need 0 <= ratio < 1, temperature > 0, 0 <= alpha <= 1 (got "
+                                 f"{self.ratio}, {self.temperature}, {self.alpha})")
+        _positive("distill", patience=self.patience)
+
+    def quick(self) -> "DistillStep":
+        return replace(self, epochs=2, patience=1)
+
+
+@dataclass(frozen=True)
+class ClusterStep:
+    """Weight clustering (`model_opts.cluster`): per layer k shared int8 values (one pinned at 0), found by
+    k-means on the PTQ simulation's weights and fine-tuned with the weights tied to their centroids."""
+
+    k: int = 16
+    epochs: int = 6
+    patience: int = 3
+    lr: float = 3e-4
+    kind: ClassVar[str] = "cluster"
+    stage: ClassVar[str] = "quantize"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = INT8
+
+    def __post_init__(self) -> None:
+        if not 2 <= self.k <= 16:
+            raise BadOptionError(f"cluster: k must be in [2, 16] (a palette holds 16 values), got {self.k}")
+        _positive("cluster", epochs=self.epochs, patience=self.patience)
+
+    def quick(self) -> "ClusterStep":
+        return replace(self, epochs=1, patience=1)
+
+
+@dataclass(frozen=True)
+class SparseStep:
+    """Unstructured magnitude pruning of the int8 simulation to `target` sparsity, raised gradually over
+    `stages` fine-tuning stages (`model_opts.sparsity`)."""
+
+    target: float = 0.9
+    stages: int = 4
+    epochs_per_stage: int = 2
+    final_epochs: int = 4
+    kind: ClassVar[str] = "sparsity"
+    stage: ClassVar[str] = "quantize"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = INT8
+
+    def __post_init__(self) -> None:
+        if not 0.0 < self.target < 1.0:
+            raise BadOptionError(f"sparsity: target must be in (0, 1), got {self.target}")
+        _positive("sparsity", stages=self.stages, epochs_per_stage=self.epochs_per_stage,
+                  final_epochs=self.final_epochs)
+
+    def quick(self) -> "SparseStep":
+        return replace(self, stages=2, epochs_per_stage=1, final_epochs=1)
+
+
+@dataclass(frozen=True)
+class EncodeStep:
+    """How the firmware stores the int8 weights (`firmware.storage`): palette, huffman, huffman-palette,
+    bitmask, csr or auto (per layer, the fewest bytes). The integers, and so every host figure and the
+    accuracy, are unchanged; flash, RAM and instructions are the firmware's."""
+
+    format: str = "auto"
+    kind: ClassVar[str] = "encode"
+    stage: ClassVar[str] = "encode"
+    accepts: ClassVar[tuple[str, ...]] = (INT8,)
+    produces: ClassVar[str] = INT8
+
+    def __post_init__(self) -> None:
+        from firmware.storage import FORMATS  # noqa: PLC0415 -- the one list of storage formats
+        if self.format not in FORMATS or self.format == "dense":
+            raise BadOptionError(f"encode: format must be one of {', '.join(f for f in FORMATS if f != 'dense')}, "
+                                 f"got {self.format!r}")
+
+    def quick(self) -> "EncodeStep":
+        return self
+
+
+@dataclass(frozen=True)
 class SystemStep:
     """Flatten the (fp32 or int8) network and run it as `system_opts.artifacts` describes: flat executor,
     static buffer pool (planned arena, no heap allocation per inference) and/or lazily loaded weights."""
@@ -209,9 +307,11 @@ class SystemStep:
         return self
 
 
-Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeStep, SystemStep]
+Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeStep, DistillStep, ClusterStep,
+             SparseStep, EncodeStep, SystemStep]
 STEP_TYPES: dict[str, type] = {t.kind: t for t in (PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep,
-                                                   CascadeStep, SystemStep)}
+                                                   CascadeStep, DistillStep, ClusterStep, SparseStep, EncodeStep,
+                                                   SystemStep)}
 
 
 def step_to_dict(step: Step) -> dict:

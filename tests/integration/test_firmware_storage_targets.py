@@ -58,3 +58,19 @@ def test_decoding_trades_flash_for_arena_and_instructions(results):
         assert csr.ram["arena"] <= dense.ram["arena"]
         # 90 % zeros: the sparse gemm skips them, the dense loop orders cannot
         assert csr.instructions_per_inference < dense.instructions_per_inference, target
+
+
+def test_break_even_sweep_measures_both_sides_of_the_crossing(trained, recording, tmp_path):
+    from firmware import breakeven
+    art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold, QuantConfig(calib_windows=256))
+    w = trained.windows
+    idx = trained.fold.train_idx[:2]
+    counts = preprocess.to_counts(recording.xyz[w.start[idx][:, None] + np.arange(w.config.length)[None]].transpose(0, 2, 1))
+    rows = breakeven.sweep(art.program, w.config, counts, tmp_path, sparsities=(0.0, 0.95), targets=("cortex-m4",))
+    by = {(r["sparsity"], r["storage"]): r for r in rows}
+    assert by[(0.0, "csr")]["flash_bytes"] > by[(0.0, "dense")]["flash_bytes"]  # indices cost more than zeros save
+    assert by[(0.95, "csr")]["flash_bytes"] < by[(0.95, "dense")]["flash_bytes"]
+    assert by[(0.95, "csr")]["instructions"] < by[(0.95, "dense")]["instructions"]
+    assert by[(0.0, "dense")]["weights_flash_bytes"] == by[(0.95, "dense")]["weights_flash_bytes"]
+    s = breakeven.break_even(rows, "cortex-m4", "csr", "flash_bytes")
+    assert s is not None and 0.0 < s < 0.95

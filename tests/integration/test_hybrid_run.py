@@ -8,7 +8,7 @@ import matplotlib.image as mpimg
 import pytest
 
 from firmware import toolchain
-from hybrid import execute, run
+from hybrid import device_budget, execute, run
 from hybrid.pipeline import VARIANTS
 from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
 
@@ -128,8 +128,34 @@ def test_budget_that_nothing_fits_says_so_and_exits_0(quick_run, data_dir, capsy
     assert not (out / "summary.csv").exists()  # --budget-kib alone runs no variant
 
 
+def test_firmware_budget_trains_fitting_points_and_scores_only_the_winner_on_test_users(quick_run, data_dir):
+    base, cache, _ = quick_run
+    out = base / "device-budget"
+    assert run.main(_args(out, cache, data_dir, "--flash-kib", "8", "--ram-kib", "4", "--no-flamegraphs")) == 0
+    rows = _rows(out / "device_budget.csv")
+    assert {r["recipe"] for r in rows} == set(device_budget.RECIPES)
+    trained = [r for r in rows if r["trained"] == "True"]
+    assert trained and all(r["measured_flash_bytes"] and r["val_accuracy"] for r in trained)
+    fitting = [r for r in trained if r["fits"] == "True"]
+    assert all(int(r["measured_flash_bytes"]) <= 8 * 1024 and int(r["measured_ram_bytes"]) <= 4 * 1024 for r in fitting)
+    chosen = [r for r in rows if r["chosen"] == "True"]
+    assert len(chosen) == 1 and [r for r in rows if r["test_accuracy"]] == chosen  # one test score
+    assert float(chosen[0]["val_accuracy"]) == max(float(r["val_accuracy"]) for r in fitting)
+    by = {r["recipe"]: r for r in rows}  # one architecture: its size depends on the storage only
+    assert by["ptq"]["flash_bytes"] == by["qat"]["flash_bytes"] == by["kd+qat"]["flash_bytes"]
+    assert by["cluster16"]["flash_bytes"] == by["kd+cluster16"]["flash_bytes"] != by["ptq"]["flash_bytes"]
+    for r in trained:  # sized before training, re-measured after: dense bytes are the architecture's
+        if r["storage"] == "dense":
+            assert (r["measured_flash_bytes"], r["measured_ram_bytes"]) == (r["flash_bytes"], r["ram_bytes"])
+    meta = json.loads((out / "run.json").read_text())
+    assert meta["device_budget"]["winner"]["recipe"] == chosen[0]["recipe"]
+    assert "Firmware budget search" in (out / "report.md").read_text()
+
+
 @pytest.mark.parametrize("extra, message", [
     (["--variants", "nope"], "unknown variant 'nope'"),
+    (["--flash-kib", "6"], "give --flash-kib and --ram-kib together"),
+    (["--flash-kib", "6", "--ram-kib", "0"], "must be > 0"),
     (["--budget-kib", "-1"], "--budget-kib must be > 0"),
     (["--dataset", "wisdm-features"], "raw-signal dataset"),
     (["--seed", "x"], "invalid int value"),

@@ -1,0 +1,223 @@
+"""Budget search over the firmware's flash and RAM: the most accurate recipe whose Cortex-M4 library fits
+`--flash-kib F` and `--ram-kib R` (ELF figures, RAM including the painted stack).
+
+Grid: CNN widths x structured-pruning ratio x recipe, where a recipe combines the model-centric techniques
+(`RECIPES`): PTQ or QAT, QAT + Huffman-coded weights, weight clustering (k = 16, palette storage), 90 %
+unstructured sparsity (CSR storage and the sparse gemm), and knowledge distillation in place of pruning
+(the same student widths, trained against the fold's baseline) with QAT or clustering.
+Steps of `search(cfg, runner, out)`:
+1. Bytes first, on the firmware: for each (widths, ratio, storage) an UNTRAINED network of the pruned
+   widths is quantized (PTQ on a few training windows), given the recipe's integer structure (16 shared
+   values per layer for a palette, 90 % of each layer's weights zeroed by magnitude for CSR: what the
+   trained model will have, since bytes depend on shapes, value counts and nonzero counts only) and built
+   as the Cortex-M4 firmware library (`firmware.measure` with one window: ELF accounting + painted stack).
+   Huffman's bytes depend on the trained values, so its point is sized on the untrained network and
+   flagged `estimate`; every trained point is re-measured (step 3) and the re-measured figures decide.
+2. Only points whose step-1 figures fit are trained, on fold 0 only (`hybrid.pipeline.Pipeline`,
+   stage-cached), measured again on the firmware, and ranked by accuracy on the fold's VALIDATION users
+   (ties: fewer flash bytes). Only the winner is scored on TEST users.
+3. No point fits: the result says so and lists the closest points (smallest total overshoot of the two
+   budgets), honestly, with their figures.
+Outputs: `device_budget.csv` and a dict (rows, winner, verdict) for `run.json` and the report.
+Limits: fold 0 only; the M4 figures only (M0+ is larger in flash); distillation's teacher is the grid
+point's own fp32 network of `widths` (the one pruning starts from).
+"""
+from __future__ import annotations
+
+import csv
+import io
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from har.errors import BadOptionError
+from har.paths import atomic_write_text
+from hybrid.pipeline import Pipeline, PipelineConfig
+from hybrid.steps import (ClusterStep, DistillStep, EncodeStep, PruneStep, QuantStep, SparseStep, Step,
+                          SystemStep)
+
+# recipe -> (storage format, steps after the architecture step); "kd" recipes distil instead of pruning
+RECIPES: dict[str, tuple[str, tuple[Step, ...]]] = {
+    "ptq": ("dense", (QuantStep(methods=("ptq",)),)),
+    "qat": ("dense", (QuantStep(methods=("qat",)),)),
+    "qat+huffman": ("huffman", (QuantStep(methods=("qat",)), EncodeStep("huffman"))),
+    "cluster16": ("palette", (ClusterStep(k=16), EncodeStep("palette"))),
+    "sparse90": ("csr", (SparseStep(target=0.9), EncodeStep("csr"))),
+    "kd+qat": ("dense", (QuantStep(methods=("qat",)),)),
+    "kd+cluster16": ("palette", (ClusterStep(k=16), EncodeStep("palette"))),
+}
+COLUMNS = ("widths", "ratio", "recipe", "storage", "pruned_widths", "flash_bytes", "ram_bytes", "sized_by",
+           "fits", "trained", "measured_flash_bytes", "measured_ram_bytes", "val_accuracy", "test_accuracy",
+           "chosen")
+
+
+@dataclass(frozen=True)
+class DeviceBudgetConfig:
+    flash_bytes: int
+    ram_bytes: int
+    widths: tuple[tuple[int, ...], ...] = ((16, 24, 32), (24, 32, 48), (32, 48, 64))
+    ratios: tuple[float, ...] = (0.5, 0.7, 0.8)
+    recipes: tuple[str, ...] = tuple(RECIPES)
+    fold: int = 0
+
+    def __post_init__(self) -> None:
+        if self.flash_bytes <= 0 or self.ram_bytes <= 0:
+            raise BadOptionError(f"flash and RAM budgets must be > 0 bytes, got {self.flash_bytes}, {self.ram_bytes}")
+        bad = [r for r in self.recipes if r not in RECIPES]
+        if bad or not self.recipes:
+            raise BadOptionError(f"unknown budget recipe(s) {bad}; choose from {', '.join(RECIPES)}")
+
+    def quick(self) -> "DeviceBudgetConfig":
+        from dataclasses import replace
+        return replace(self, widths=self.widths[:1], ratios=self.ratios[-1:])
+
+
+def recipe_pipeline(widths: tuple[int, ...], ratio: float, recipe: str, quick: bool) -> PipelineConfig:
+    storage, tail = RECIPES[recipe]
+    head = DistillStep(ratio=ratio) if recipe.startswith("kd") else PruneStep(ratio=ratio)
+    cfg = PipelineConfig(f"w{'-'.join(map(str, widths))}_r{ratio:g}_{recipe}", (head, *tail,
+                         SystemStep(static_pool=True)), "hybrid", f"widths {widths}, {ratio:g}, {recipe}")
+    return cfg.quick() if quick else cfg
+
+
+def _structured(prog, storage: str):
+    """The untrained program with the integer structure the recipe's training leaves (module step 1)."""
+    from dataclasses import replace
+    from model_opts.quant.intref import Conv1dInt8, LinearInt8
+    ops = []
+    for op in prog.ops:
+        if isinstance(op, (Conv1dInt8, LinearInt8)):
+            w = op.weight.astype(np.int32)
+            if storage == "palette":  # 16 levels, 0 among them: the palette's 4 bits whatever the values
+                w = np.clip(np.round(w / 17.0), -7, 8) * 15
+            elif storage == "csr":  # the 90 % smallest magnitudes of the layer zeroed
+                flat = np.abs(w).reshape(-1)
+                n_zero = int(np.floor(0.9 * flat.size))
+                order = np.argsort(flat, kind="stable")[:n_zero]
+                w = w.reshape(-1).copy()
+                w[order] = 0
+                w = w.reshape(op.weight.shape)
+            op = replace(op, weight=w.astype(np.int8))
+        ops.append(op)
+    return replace(prog, ops=tuple(ops))
+
+
+def _firmware(prog, runner, storage: str, out: Path) -> tuple[int, int]:
+    """(library flash, RAM incl. stack) of the Cortex-M4 firmware of `prog` stored as `storage`."""
+    from firmware.measure import FirmwareConfig, measure_firmware
+    from firmware.preprocess import to_counts
+    from firmware.storage import WeightStorage
+    counts = to_counts(runner.data.raw_xyz[runner.data.folds[0].train_idx[:1]])  # any window: sizes only
+    cfg = FirmwareConfig(targets=("cortex-m4",), n_count_windows=1, n_stream_windows=0, tflm=False,
+                         storage=WeightStorage(storage))
+    m4 = measure_firmware(prog, runner.data.windows.config, counts, None, out, cfg).targets["cortex-m4"]
+    return m4.library_flash_bytes, m4.ram_with_stack_bytes
+
+
+def _sizes(widths, ratio, storage, ctx, runner, out: Path) -> tuple[int, int]:
+    from model_opts.prune import target_widths
+    from model_opts.quant import ptq
+    from model_opts.quant.config import QuantConfig
+    from har.model import CNNConfig, CompactCNN1d
+    win = ctx.windows
+    pw = target_widths(tuple(widths), ratio)
+    model = CompactCNN1d(CNNConfig(in_channels=win.config.n_channels, n_classes=len(win.classes), widths=pw),
+                         seed=0).eval()
+    int8 = ptq.apply(model, ctx.normalizer, win, ctx.fold, QuantConfig(calib_windows=64))
+    return _firmware(_structured(int8.program, storage), runner, storage, out)
+
+
+def _csv(rows: list[dict]) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(COLUMNS)
+    for r in rows:
+        w.writerow([" ".join(map(str, r[c])) if isinstance(r.get(c), (list, tuple)) else
+                    ("" if r.get(c) is None else r.get(c)) for c in COLUMNS])
+    return buf.getvalue()
+
+
+def _fits(r: dict, cfg: DeviceBudgetConfig, measured: bool = False) -> bool:
+    f, m = (r["measured_flash_bytes"], r["measured_ram_bytes"]) if measured else (r["flash_bytes"], r["ram_bytes"])
+    return f is not None and f <= cfg.flash_bytes and m <= cfg.ram_bytes
+
+
+def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:
+    from hybrid.budget import _widths_context
+    from hybrid.execute import val_accuracy
+    from hybrid.device import int8_program_of
+    from hybrid.measuring import single_threaded
+    from model_opts.prune import target_widths
+    k = cfg.fold
+    base = runner.context(k)
+    work = out / "device_budget"
+    sizes: dict = {}
+    rows = []
+    for widths in cfg.widths:
+        for ratio in cfg.ratios:
+            pw = target_widths(tuple(widths), ratio)
+            for recipe in cfg.recipes:
+                storage = RECIPES[recipe][0]
+                key = (tuple(pw), storage)
+                if key not in sizes and min(pw) >= 1:
+                    with single_threaded():
+                        sizes[key] = _sizes(widths, ratio, storage, base, runner,
+                                            work / f"size_{'-'.join(map(str, pw))}_{storage}")
+                flash, ram = sizes.get(key, (None, None))
+                rows.append({"widths": list(widths), "ratio": ratio, "recipe": recipe, "storage": storage,
+                             "pruned_widths": list(pw), "flash_bytes": flash, "ram_bytes": ram,
+                             "sized_by": "estimate (untrained values)" if storage == "huffman" else "architecture",
+                             "fits": False, "trained": False, "measured_flash_bytes": None,
+                             "measured_ram_bytes": None, "val_accuracy": None, "test_accuracy": None,
+                             "chosen": False})
+    for r in rows:
+        r["fits"] = _fits(r, cfg)
+    for r in tqdm([r for r in rows if r["fits"]], desc="device budget grid", disable=not runner.s.progress):
+        ctx = _widths_context(runner, tuple(r["widths"]), k)
+        built = Pipeline(recipe_pipeline(tuple(r["widths"]), r["ratio"], r["recipe"], runner.s.quick)).build(
+            ctx, runner.cache)
+        try:
+            with single_threaded():
+                r["val_accuracy"] = val_accuracy(built.artifact, ctx)  # test users are not touched here
+                prog = int8_program_of(built.artifact)
+                name = f"{'-'.join(map(str, r['pruned_widths']))}_{r['recipe']}"
+                r["measured_flash_bytes"], r["measured_ram_bytes"] = _firmware(prog, runner, r["storage"],
+                                                                               work / f"trained_{name}")
+            r["trained"] = True
+            r["fits"] = _fits(r, cfg, measured=True)
+        finally:
+            built.close()
+    return _verdict(cfg, rows, runner, out, k)
+
+
+def _verdict(cfg: DeviceBudgetConfig, rows: list[dict], runner, out: Path, k: int) -> dict:
+    from hybrid.budget import score_on_test_users
+    budget = f"flash <= {cfg.flash_bytes:,} B and RAM <= {cfg.ram_bytes:,} B (Cortex-M4 library, RAM incl. stack)"
+    fitting = [r for r in rows if r["fits"] and r["trained"]]
+    protocol = (f"Protocol: fold {k} only; grid widths {[tuple(w) for w in cfg.widths]} x ratios {list(cfg.ratios)} "
+                f"x recipes {list(cfg.recipes)}. Flash/RAM from the linked Cortex-M4 ELF (`firmware.elfsize`) and "
+                "the painted stack in QEMU, first of an untrained network with the recipe's integer structure, "
+                "then re-measured after training; ranking on the fold's validation users; only the winner is "
+                "scored on test users.")
+    winner = None
+    if fitting:
+        winner = max(fitting, key=lambda r: (r["val_accuracy"], -r["measured_flash_bytes"]))
+        winner["chosen"] = True
+        winner["test_accuracy"] = score_on_test_users(runner, tuple(winner["widths"]), recipe_pipeline(
+            tuple(winner["widths"]), winner["ratio"], winner["recipe"], runner.s.quick), k)
+        line = (f"{budget}: best = widths {tuple(winner['widths'])} -> {tuple(winner['pruned_widths'])}, "
+                f"{winner['recipe']}: {winner['measured_flash_bytes']:,} B flash, {winner['measured_ram_bytes']:,} B "
+                f"RAM, validation accuracy {100 * winner['val_accuracy']:.2f} %, test accuracy "
+                f"{100 * winner['test_accuracy']:.2f} % (fold {k}; {len(fitting)} of {len(rows)} points fit)")
+    else:
+        sized = [r for r in rows if r["flash_bytes"] is not None]
+        over = sorted(sized, key=lambda r: max(0, (r["measured_flash_bytes"] or r["flash_bytes"]) - cfg.flash_bytes)
+                      + max(0, (r["measured_ram_bytes"] or r["ram_bytes"]) - cfg.ram_bytes))[:3]
+        line = f"{budget}: no grid point fits; closest: " + "; ".join(
+            f"{tuple(r['pruned_widths'])} {r['recipe']} {r['measured_flash_bytes'] or r['flash_bytes']:,} B flash / "
+            f"{r['measured_ram_bytes'] or r['ram_bytes']:,} B RAM" for r in over)
+    atomic_write_text(out / "device_budget.csv", _csv(rows))
+    return {"flash_bytes": cfg.flash_bytes, "ram_bytes": cfg.ram_bytes, "line": line, "protocol": protocol,
+            "rows": rows, "winner": winner, "fold": k}
