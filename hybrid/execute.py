@@ -146,8 +146,10 @@ def _int8_stage(ctx: FoldContext, cache: StageCache, key: str, state: State, bui
 
 
 def _json_info(info: dict) -> dict:
-    keep = ("layers", "train_class_agreement", "best_val_macro_f1", "epochs_run", "sparsity", "schedule")
-    return {k: info[k] for k in keep if k in info}
+    """What a technique recorded (per-layer codebooks or sparsity, validation scores, schedule), without its
+    config (already in the stage key), as JSON."""
+    import json
+    return json.loads(json.dumps({k: v for k, v in info.items() if k not in ("config", "technique")}, default=str))
 
 
 def _cluster(step: ClusterStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):

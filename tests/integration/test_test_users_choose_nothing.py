@@ -21,6 +21,7 @@ from har.splits import subject_kfold
 from har.training import TrainConfig
 from har.windows import WindowConfig, Windows, make_windows
 from hybrid import CascadeStep, FoldContext, PCAStep, Pipeline, PipelineConfig, QuantStep, StageCache
+from hybrid.steps import ClusterStep, DistillStep, SparseStep
 from hybrid.budget import BudgetConfig, search
 
 pytestmark = pytest.mark.slow
@@ -75,7 +76,10 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     dirty = poison(clean, trained.fold.test_users)
     steps = {"quantize": QuantStep(qat_epochs=1, qat_patience=1, calib_windows=256),
              "pca": PCAStep(ks=(4, 8), epochs=2, patience=1),
-             "cascade": CascadeStep(thresholds=(0.5, 0.8, 0.95), epochs=1, patience=1)}
+             "cascade": CascadeStep(thresholds=(0.5, 0.8, 0.95), epochs=1, patience=1),
+             "cluster": ClusterStep(k=4, epochs=1, patience=1),
+             "sparsity": SparseStep(target=0.9, stages=1, epochs_per_stage=1, final_epochs=1),
+             "distill": DistillStep(epochs=1, patience=1)}
     results, rankings = [], []
     for tag, win in (("clean", clean), ("dirty", dirty)):
         ctx = FoldContext(win, trained.fold, trained.model, trained.normalizer, tmp_path / tag / "model",
@@ -98,6 +102,8 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     q = results[0]["quantize"]
     assert set(q["calibration_val_accuracy"]) == {"minmax", "percentile"} and q["method"] in ("ptq", "qat")
     assert results[0]["pca"]["k"] in (4, 8) and "threshold" in results[0]["cascade"]
+    # the techniques of model_opts III record what they fitted and scored: equal with poisoned test users
+    assert results[0]["cluster"]["layers"] and results[0]["sparsity"]["layers"] and results[0]["distill"]["widths"]
     a, b = rankings
     assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
     assert (a["winner"]["ratio"], a["winner"]["method"]) == (b["winner"]["ratio"], b["winner"]["method"])
@@ -105,3 +111,29 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     tested = [r for r in a["rows"] if r["test_accuracy"] is not None]
     assert tested == [a["winner"]]  # only the chosen point is ever scored on test users
     assert a["winner"]["test_accuracy"] != b["winner"]["test_accuracy"]
+
+
+def test_firmware_budget_ranking_ignores_test_users(trained, recording, tmp_path, one_thread):
+    from firmware import toolchain
+    from hybrid.device_budget import DeviceBudgetConfig, search as device_search
+    for tool in ("arm-none-eabi-gcc", "qemu-system-arm"):
+        toolchain.require(tool)
+    clean = trained.windows
+    dirty = poison(clean, trained.fold.test_users)
+    raw = recording.xyz[clean.start[:, None] + np.arange(clean.config.length)[None]].transpose(0, 2, 1)
+    cfg = DeviceBudgetConfig(64 * 1024, 16 * 1024, widths=((16, 24, 32),), ratios=(0.5,), recipes=("ptq", "kd+qat"))
+    results = []
+    for tag, win in (("clean", clean), ("dirty", dirty)):
+        ctx = FoldContext(win, trained.fold, trained.model, trained.normalizer, tmp_path / tag / "model",
+                          tmp_path / tag / "work", 0, "poison-test")
+        runner = SimpleNamespace(
+            context=lambda k, ctx=ctx: ctx, run_cfg=SimpleNamespace(model_widths=(16, 24, 32)),
+            cache=StageCache(tmp_path / tag / "cache"), s=SimpleNamespace(quick=True, threads=1, progress=False),
+            data=SimpleNamespace(windows=win, raw_xyz=raw, folds=[trained.fold]), out=tmp_path / tag)
+        results.append(device_search(cfg, runner, tmp_path / tag))
+    a, b = results
+    assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
+    assert [r["measured_flash_bytes"] for r in a["rows"]] == [r["measured_flash_bytes"] for r in b["rows"]]
+    assert a["winner"]["recipe"] == b["winner"]["recipe"]
+    assert [r for r in a["rows"] if r["test_accuracy"] is not None] == [a["winner"]]
+    assert a["winner"]["test_accuracy"] != b["winner"]["test_accuracy"]  # the test users really were poisoned
