@@ -3,12 +3,15 @@
 Examples:
     python -m hybrid.export --variant hybrid --out fw/                       # Cortex-M4F, fold 0
     python -m hybrid.export --variant int8 --target cortex-m0plus --out fw-m0/
+    python -m hybrid.export --variant clustered --storage auto --out fw-c/     # fewest bytes per layer
     python -m hybrid.export --int8 .cache/hybrid/<stage>/ --window-length 40 --channels robust_tilt --out fw/
 Steps: build the variant for the fold exactly as `hybrid.run` does (same stage cache: a finished run makes
 this instant; otherwise the fold's baseline and steps are trained here, choices on validation users), take
 its int8 program and write it with `firmware.export.convert` (C sources, Makefile, CMake snippet, README,
-model.tflite, export.json). Exportable: variants that end on an int8 program (int8, model-all, hybrid);
-others (fp32, ONNX Runtime, cascade, PCA) exit 2 naming the choices. `--int8 DIR` exports a saved int8
+model.tflite, export.json). Exportable: variants that end on an int8 program (`EXPORTABLE`); others
+(fp32, ONNX Runtime, cascade, PCA) exit 2 naming the choices. The weights are stored as the variant
+stores them (clustered: palette, huffman: Huffman-coded palette indices, sparse: CSR; else dense) unless
+`--storage` says otherwise (`firmware.storage.FORMATS`). `--int8 DIR` exports a saved int8
 artifact (`model_opts.quant.save`) without data; its window must then be given.
 """
 from __future__ import annotations
@@ -22,7 +25,7 @@ from har.windows import WindowConfig
 from firmware.preprocess import SampleFormat
 from firmware.program import TARGETS
 
-EXPORTABLE = ("int8", "model-all", "hybrid")
+EXPORTABLE = ("int8", "model-all", "clustered", "huffman", "sparse", "distilled", "student", "hybrid")
 
 
 def build_parser():
@@ -42,6 +45,9 @@ def build_parser():
     p.add_argument("--step", type=int, default=None,
                    help="samples between streaming results (default: the training windows' step; with --int8: "
                         "half the window length)")
+    p.add_argument("--storage", default=None,
+                   help="weight storage: dense | palette | huffman | huffman-palette | bitmask | csr | auto "
+                        "(default: the variant's own)")
     p.add_argument("--int8", default=None, help="export this saved int8 artifact directory instead of a variant")
     p.add_argument("--window-length", type=int, default=None, help="with --int8: the training window length")
     p.add_argument("--channels", default=None, help="with --int8: the training channel set")
@@ -51,7 +57,8 @@ def build_parser():
 
 def variant_program(variant: str, fold: int, dataset: str, activities: str, data_dir: str | None,
                     cache_dir: Path | None, quick: bool, seed: int, progress: bool):
-    """(int8 program, window config) of `variant` on `fold`, built as hybrid.run builds it."""
+    """(int8 program, window config, the variant's weight storage) of `variant` on `fold`, built as hybrid.run
+    builds it."""
     from hybrid.pipeline import Pipeline, preset
     from hybrid.runner import RunSettings, Runner, load_data
     from hybrid import provenance
@@ -72,14 +79,18 @@ def variant_program(variant: str, fold: int, dataset: str, activities: str, data
     try:
         art = built.artifact
         prog = getattr(art, "int8_program", None) or getattr(art, "program")
+        storage = getattr(art, "weight_storage", "dense")
     finally:
         built.close()
-    return prog, runner.data.windows.config
+    return prog, runner.data.windows.config, storage
 
 
 def _run(args) -> int:
     from firmware.export import ExportConfig, convert
-    cfg = ExportConfig(target=args.target, sample=SampleFormat(args.full_scale_g), step=args.step)
+    from firmware.storage import WeightStorage
+    if args.storage is not None:
+        WeightStorage(args.storage)  # a bad name exits 2 before any build
+    storage = "dense"
     if args.int8:
         from model_opts.quant.artifact import load
         if args.window_length is None or args.channels is None:
@@ -88,11 +99,14 @@ def _run(args) -> int:
         window = WindowConfig(length=args.window_length, step=max(1, args.window_length // 2),
                               channels=args.channels)
     else:
-        prog, window = variant_program(args.variant, args.fold, args.dataset, args.activities, args.data_dir,
-                                       Path(args.cache_dir) if args.cache_dir else None, args.quick, args.seed,
-                                       not args.no_progress)
+        prog, window, storage = variant_program(args.variant, args.fold, args.dataset, args.activities,
+                                                args.data_dir, Path(args.cache_dir) if args.cache_dir else None,
+                                                args.quick, args.seed, not args.no_progress)
+    cfg = ExportConfig(target=args.target, sample=SampleFormat(args.full_scale_g), step=args.step,
+                       storage=WeightStorage(args.storage or storage))
     ex = convert(prog, window, args.out, cfg)
-    print(f"{args.out}: {args.target}, arena {ex.arena_bytes} B, weights {len(ex.device.blob_bytes())} B, "
+    print(f"{args.out}: {args.target}, {cfg.storage.format} weights, arena {ex.arena_bytes} B, "
+          f"weights {len(ex.device.blob_bytes())} B, "
           f"CRC32 0x{ex.crc32:08x}, {len(ex.files)} files (see README.md)")
     return 0
 

@@ -9,6 +9,7 @@ import pytest
 
 from firmware import toolchain
 from hybrid import device_budget, execute, run
+from hybrid import export as hybrid_export
 from hybrid.pipeline import VARIANTS
 from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
 
@@ -150,6 +151,22 @@ def test_firmware_budget_trains_fitting_points_and_scores_only_the_winner_on_tes
     meta = json.loads((out / "run.json").read_text())
     assert meta["device_budget"]["winner"]["recipe"] == chosen[0]["recipe"]
     assert "Firmware budget search" in (out / "report.md").read_text()
+
+
+def test_export_cli_writes_the_variants_own_storage_or_the_one_asked_for(quick_run, data_dir, tmp_path, capsys):
+    _, cache, _ = quick_run
+    common = ["--quick", "--cache-dir", str(cache), "--data-dir", str(data_dir), "--target", "host", "--no-progress"]
+    for variant, storage, expected in (("clustered", None, "palette"), ("sparse", None, "csr"),
+                                       ("clustered", "dense", "dense"), ("hybrid", None, "dense")):
+        out = tmp_path / f"{variant}-{storage}"
+        extra = ["--storage", storage] if storage else []
+        assert hybrid_export.main(["--variant", variant, "--out", str(out), *common, *extra]) == 0
+        manifest = json.loads((out / "export.json").read_text())
+        assert manifest["storage"] == expected and {v["format"] for v in manifest["layers"].values()} == {expected}
+    for bad, message in ((["--variant", "baseline"], "does not end on an int8 program"),
+                         (["--variant", "hybrid", "--storage", "zip"], "unknown weight storage")):
+        assert hybrid_export.main([*bad, "--out", str(tmp_path / "bad"), *common]) == 2
+        assert message in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("extra, message", [
