@@ -94,13 +94,14 @@ def _widths_context(runner, widths: tuple[int, ...], k: int) -> FoldContext:
                        spec.run.train.epochs)
 
 
-def budget_csv(rows: list[dict]) -> str:
+def budget_csv(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
+    """A search's grid as CSV: lists space-joined, None empty (also `hybrid.device_budget`'s)."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
+    w.writerow(columns)
     for r in rows:
         w.writerow([" ".join(map(str, r[c])) if isinstance(r.get(c), (list, tuple)) else
-                    ("" if r.get(c) is None else r.get(c)) for c in COLUMNS])
+                    ("" if r.get(c) is None else r.get(c)) for c in columns])
     return buf.getvalue()
 
 

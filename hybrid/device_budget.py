@@ -24,8 +24,6 @@ point's own fp32 network of `widths` (the one pruning starts from).
 """
 from __future__ import annotations
 
-import csv
-import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -129,16 +127,6 @@ def _sizes(widths, ratio, storage, ctx, runner, out: Path) -> tuple[int, int]:
     return _firmware(_structured(int8.program, storage), runner, storage, out)
 
 
-def _csv(rows: list[dict]) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(COLUMNS)
-    for r in rows:
-        w.writerow([" ".join(map(str, r[c])) if isinstance(r.get(c), (list, tuple)) else
-                    ("" if r.get(c) is None else r.get(c)) for c in COLUMNS])
-    return buf.getvalue()
-
-
 def _fits(r: dict, cfg: DeviceBudgetConfig, measured: bool = False) -> bool:
     f, m = (r["measured_flash_bytes"], r["measured_ram_bytes"]) if measured else (r["flash_bytes"], r["ram_bytes"])
     return f is not None and f <= cfg.flash_bytes and m <= cfg.ram_bytes
@@ -193,7 +181,7 @@ def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:
 
 
 def _verdict(cfg: DeviceBudgetConfig, rows: list[dict], runner, out: Path, k: int) -> dict:
-    from hybrid.budget import score_on_test_users
+    from hybrid.budget import budget_csv, score_on_test_users
     budget = f"flash <= {cfg.flash_bytes:,} B and RAM <= {cfg.ram_bytes:,} B (Cortex-M4 library, RAM incl. stack)"
     fitting = [r for r in rows if r["fits"] and r["trained"]]
     protocol = (f"Protocol: fold {k} only; grid widths {[tuple(w) for w in cfg.widths]} x ratios {list(cfg.ratios)} "
@@ -218,6 +206,6 @@ def _verdict(cfg: DeviceBudgetConfig, rows: list[dict], runner, out: Path, k: in
         line = f"{budget}: no grid point fits; closest: " + "; ".join(
             f"{tuple(r['pruned_widths'])} {r['recipe']} {r['measured_flash_bytes'] or r['flash_bytes']:,} B flash / "
             f"{r['measured_ram_bytes'] or r['ram_bytes']:,} B RAM" for r in over)
-    atomic_write_text(out / "device_budget.csv", _csv(rows))
+    atomic_write_text(out / "device_budget.csv", budget_csv(rows, COLUMNS))
     return {"flash_bytes": cfg.flash_bytes, "ram_bytes": cfg.ram_bytes, "line": line, "protocol": protocol,
             "rows": rows, "winner": winner, "fold": k}

@@ -84,3 +84,17 @@ def one_torch_thread(trained):
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="session")
+def device_counts(locomotion, fold0, recording):
+    """`counts(n, part="test")`: (window indices, int16 counts (N, T, 3)) of `n` windows spread evenly over
+    fold 0's test (or "train") users, as a device's accelerometer would deliver them (+-4 g)."""
+    from firmware import preprocess
+
+    def counts(n: int, part: str = "test") -> tuple[np.ndarray, np.ndarray]:
+        pool = {"test": fold0.test_idx, "train": fold0.train_idx}[part]
+        idx = pool[np.linspace(0, len(pool) - 1, n).astype(int)]
+        raw = recording.xyz[locomotion.start[idx][:, None] + np.arange(locomotion.config.length)[None]]
+        return idx, preprocess.to_counts(raw.transpose(0, 2, 1))
+    return counts

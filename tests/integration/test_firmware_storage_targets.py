@@ -2,10 +2,9 @@
 each format costs and saves, read from the ELF (flash by category, arena) and counted in emulation."""
 from __future__ import annotations
 
-import numpy as np
 import pytest
 
-from firmware import preprocess, toolchain
+from firmware import toolchain
 from firmware.measure import FirmwareConfig, measure_firmware
 from firmware.storage import WeightStorage
 from model_opts.quant import ptq
@@ -16,15 +15,13 @@ N_WINDOWS = 40
 
 
 @pytest.fixture(scope="module")
-def results(trained, recording, tmp_path_factory):
+def results(trained, device_counts, tmp_path_factory):
     for tool in ("arm-none-eabi-gcc", "arm-none-eabi-size", "qemu-system-arm"):
         toolchain.require(tool)
     art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold,
                     QuantConfig(calibration="minmax", calib_windows=512))
     w = trained.windows
-    test = trained.fold.test_idx[np.linspace(0, len(trained.fold.test_idx) - 1, N_WINDOWS).astype(int)]
-    raw = recording.xyz[w.start[test][:, None] + np.arange(w.config.length)[None]]
-    counts = preprocess.to_counts(raw.transpose(0, 2, 1))
+    test, counts = device_counts(N_WINDOWS)
     prog = _structured(art.program, keep=0.1)
     out = tmp_path_factory.mktemp("storage")
     return {fmt: measure_firmware(prog, w.config, counts, w.y[test], out / fmt,
@@ -60,12 +57,11 @@ def test_decoding_trades_flash_for_arena_and_instructions(results):
         assert csr.instructions_per_inference < dense.instructions_per_inference, target
 
 
-def test_break_even_sweep_measures_both_sides_of_the_crossing(trained, recording, tmp_path):
+def test_break_even_sweep_measures_both_sides_of_the_crossing(trained, device_counts, tmp_path):
     from firmware import breakeven
     art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold, QuantConfig(calib_windows=256))
     w = trained.windows
-    idx = trained.fold.train_idx[:2]
-    counts = preprocess.to_counts(recording.xyz[w.start[idx][:, None] + np.arange(w.config.length)[None]].transpose(0, 2, 1))
+    _, counts = device_counts(2, "train")
     rows = breakeven.sweep(art.program, w.config, counts, tmp_path, sparsities=(0.0, 0.95), targets=("cortex-m4",))
     by = {(r["sparsity"], r["storage"]): r for r in rows}
     assert by[(0.0, "csr")]["flash_bytes"] > by[(0.0, "dense")]["flash_bytes"]  # indices cost more than zeros save

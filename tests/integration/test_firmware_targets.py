@@ -5,10 +5,9 @@ from __future__ import annotations
 import os
 import shutil
 
-import numpy as np
 import pytest
 
-from firmware import export, preprocess, toolchain
+from firmware import export, toolchain
 from firmware.measure import FirmwareConfig, measure_firmware
 from model_opts.quant import ptq
 from model_opts.quant.config import QuantConfig
@@ -23,13 +22,11 @@ def tools():
 
 
 @pytest.fixture(scope="module")
-def case(trained, recording):
+def case(trained, device_counts):
     art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold,
                     QuantConfig(calibration="minmax", calib_windows=512))
-    w = trained.windows
-    test = trained.fold.test_idx[np.linspace(0, len(trained.fold.test_idx) - 1, N_WINDOWS).astype(int)]
-    raw = recording.xyz[w.start[test][:, None] + np.arange(w.config.length)[None]]
-    return art.program, w.config, preprocess.to_counts(raw.transpose(0, 2, 1)), w.y[test]
+    test, counts = device_counts(N_WINDOWS)
+    return art.program, trained.windows.config, counts, trained.windows.y[test]
 
 
 @pytest.fixture(scope="module")

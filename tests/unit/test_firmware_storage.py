@@ -36,13 +36,11 @@ def _structured(prog, keep: float):
 
 
 @pytest.fixture(scope="module")
-def case(trained, recording):
+def case(trained, device_counts):
     art = ptq.apply(trained.model, trained.normalizer, trained.windows, trained.fold,
                     QuantConfig(calibration="minmax", calib_windows=512))
     w = trained.windows
-    test = trained.fold.test_idx[np.linspace(0, len(trained.fold.test_idx) - 1, N_WINDOWS).astype(int)]
-    raw = recording.xyz[w.start[test][:, None] + np.arange(w.config.length)[None]]
-    counts = preprocess.to_counts(raw.transpose(0, 2, 1))
+    _, counts = device_counts(N_WINDOWS)
     prog = _structured(art.program, keep=0.15)
     ch = preprocess.channels(counts, preprocess.SampleFormat().scale_m_s2, w.config.channels)
     return prog, w.config, counts, intref.run(prog, ch)
