@@ -22,6 +22,8 @@ Steps of `device_program(prog, target)`:
    stored as that kernel reads them: rows zero-padded to 4 terms, channel pairs interleaved (no tail loop,
    one pointer per operand in the SMLAD loop); `blob_bytes` is the exact image whose
    CRC32 the firmware checks.
+A depthwise conv (`dwconv1d_q`) is one HAR_DWCONV record (no scratch; its (C, K) weight dense whatever
+`storage` says, which applies to gemm layers only).
 Limits: the op set of `model_opts.quant.intref`; little-endian targets only (the CRC is over memory bytes).
 """
 from __future__ import annotations
@@ -40,7 +42,7 @@ from system_opts.planner import MemoryPlan, plan_buffers
 
 TARGETS = ("host", "cortex-m4", "cortex-m0plus")
 GEMM_MODES = {"host": 0, "cortex-m4": 2, "cortex-m0plus": 0}  # har_int8.h HAR_GEMM_DOT / _IM2COL16
-KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "decode": 5}  # har_int8.h HAR_GEMM ... HAR_DECODE
+KIND = {"gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "decode": 5, "dwconv1d_q": 6}  # har_int8.h HAR_*
 ARENA_ALIGNMENT_BYTES = 4
 
 
@@ -165,6 +167,12 @@ def device_program(int8_program, target: str = "cortex-m4", storage: WeightStora
                 extra = (("weight", f"{member}_row_ptr"), ("weight", f"{member}_col"))
             ptrs = (at(op.input, pad), at(op.output), w_ref, *weights[1:], *extra)
             records.append(OpRecord(op.name, KIND["gemm"], tuple(int(v) for v in ints), ptrs))
+        elif op.kind == "dwconv1d_q":  # har_int8.c dwconv; its weight (C, K) is stored dense on every target
+            pad = a["padding"]
+            ints = (place[op.input][2], a["in_channels"], a["kernel_size"], pad, place[op.output][2],
+                    phases.get(op.output, 1), a["input_zero_point"], a["output_zero_point"], a["act_min"], a["act_max"])
+            records.append(OpRecord(op.name, KIND["dwconv1d_q"], tuple(int(v) for v in ints),
+                                    (at(op.input, pad), at(op.output), *weights)))
         elif op.kind == "maxpool1d":
             y = tensors[op.output].shape
             k = a["kernel_size"]

@@ -8,6 +8,9 @@ Built with the `tflite-micro` wheel only (its model_editor writes the flatbuffer
        scale s_in * s_w[c]; padding SAME when 2 * padding == K - 1, VALID when 0, otherwise an explicit PAD
        first (int8 PAD fills with the zero point, i.e. real 0, like our padding); fused RELU iff
        act_min == zp_out (TFLM clamps RELU to [zp_out, 127]), else NONE
+     DepthwiseConv1dInt8 -> DEPTHWISE_CONV_2D, depth_multiplier 1, filter [1, 1, K, C] (per-channel scales
+       on axis 3), bias, padding and activation as the conv (TFLM's per-channel int8 depthwise arithmetic
+       is the same acc / MultiplyByQuantizedMultiplier / clamp)
      MaxPool1dInt8 -> MAX_POOL_2D 1 x k, stride k, VALID (a trailing remainder is dropped, as ours)
      GlobalAvgPoolInt8 -> MEAN over axis 2, keep_dims false -> [1, 1, C]
      LinearInt8 -> FULLY_CONNECTED, weights [C_out, C_in] per channel; output [1, C_out]
@@ -18,8 +21,8 @@ Built with the `tflite-micro` wheel only (its model_editor writes the flatbuffer
    (BadDataError): a program without scales (hand-built), integers TFLM would not derive, a tensor whose
    scale or zero point changes between producer and consumer, activation ranges other than NONE/RELU, a
    pool whose (scale, zero point) equal its input's (some TFLM MEAN kernels truncate then), an op order
-   other than (conv | max pool)*, global pool, linear+, and a layer whose int32 accumulator or left-shifted
-   requantization input could overflow (undefined behaviour in TFLM's C++; ours saturates or wraps).
+   other than (conv | depthwise conv | max pool)*, global pool, linear+, and a layer whose int32
+   accumulator or left-shifted requantization input could overflow (undefined behaviour in TFLM's C++; ours saturates or wraps).
    The bytes are deterministic (same program -> same file). Buffers are 4-byte aligned (enough for TFLM's
    int32 loads); the Python packer ignores the schema's 16-byte force_align.
 2. `TflmRunner` / `run`: `tflite_micro.runtime.Interpreter`, one window per invoke, (N, C, T) int8 in,
@@ -46,7 +49,8 @@ import numpy as np
 
 from har.errors import BadDataError
 from model_opts.quant.fixedpoint import INT8_MAX, INT8_MIN, INT32_MAX, mean_multiplier, quantize_multiplier
-from model_opts.quant.intref import Conv1dInt8, GlobalAvgPoolInt8, Int8Program, LinearInt8, MaxPool1dInt8
+from model_opts.quant.intref import (Conv1dInt8, DepthwiseConv1dInt8, GlobalAvgPoolInt8, Int8Program, LinearInt8,
+                                     MaxPool1dInt8)
 
 HOST_BUILD_NOTE = ("tflite-micro wheel = x86-64 host build of TFLM's reference kernels: its persistent arena "
                    "tail holds 64-bit pointers, so a 32-bit MCU build needs a smaller tail; the head "
@@ -131,10 +135,10 @@ class _Graph:
         return self.me.Tensor(shape=tuple(int(d) for d in shape), dtype=self.schema.TensorType.INT8, name=name,
                               quantization=self.me.Quantization(scales=float(scale), zero_points=int(zp)))
 
-    def const(self, name: str, data: np.ndarray, dtype, scales=None):
+    def const(self, name: str, data: np.ndarray, dtype, scales=None, axis: int = 0):
         q = None
         if scales is not None:
-            q = self.me.Quantization(scales=[float(s) for s in scales], zero_points=[0] * len(scales), axis=0)
+            q = self.me.Quantization(scales=[float(s) for s in scales], zero_points=[0] * len(scales), axis=axis)
         return self.me.Tensor(shape=data.shape, dtype=dtype, name=name, data=np.ascontiguousarray(data),
                               quantization=q)
 
@@ -157,15 +161,20 @@ def to_tflite(prog: Int8Program) -> bytes:
     graph_input, stage = x, "time"
     for i, op in enumerate(prog.ops):
         what = f"op {i} ({type(op).__name__})"
-        if isinstance(op, (Conv1dInt8, LinearInt8, GlobalAvgPoolInt8)):
+        if isinstance(op, (Conv1dInt8, DepthwiseConv1dInt8, LinearInt8, GlobalAvgPoolInt8)):
             s_out = _check_scale(op.output_scale, f"{what} output")
             if _check_scale(op.input_scale, f"{what} input") != s or int(op.input_zero_point) != zp:
                 raise BadDataError(f"{what}: input quantization differs from its producer's output")
             zp_out = int(op.output_zero_point)
-        if isinstance(op, Conv1dInt8):
+        if isinstance(op, (Conv1dInt8, DepthwiseConv1dInt8)):
             if stage != "time":
                 raise BadDataError(f"{what}: a conv after the global pool has no TFLM equivalent here")
             c_out, c_in, k = op.weight.shape
+            depthwise = isinstance(op, DepthwiseConv1dInt8)
+            if depthwise and (op.weight.shape[1] != 1 or op.weight.shape[0] != c):
+                raise BadDataError(f"{what}: a depthwise weight {op.weight.shape} for {c} input channels")
+            if depthwise:
+                c_out = c_in = c
             s_w = _check_multipliers(op, s, s_out, what)
             _check_no_overflow(op.weight, op.bias, op.shift, zp, what)
             pad, p = schema.Padding.VALID, int(op.padding)
@@ -179,14 +188,24 @@ def to_tflite(prog: Int8Program) -> bytes:
             t = t - k + 1 if pad == schema.Padding.VALID else t
             if t < 1:
                 raise BadDataError(f"{what}: no output step for a window of {prog.length} samples")
-            w = g.const(f"{i}.conv1d.weight", op.weight.transpose(0, 2, 1).reshape(c_out, 1, k, c_in).astype(np.int8),
-                        int8, s_w)
-            b = g.const(f"{i}.conv1d.bias", op.bias.astype("<i4"), int32, [_f32(s * sw) for sw in s_w])
-            y = g.act(f"{i}.conv1d", (1, 1, t, c_out), s_out, zp_out)
-            o = schema.Conv2DOptionsT()
-            o.padding, o.strideW, o.strideH = pad, 1, 1
-            o.fusedActivationFunction = _activation(op, schema, what)
-            g.op(bo.CONV_2D, [x, w, b], [y], opts_t.Conv2DOptions, o)
+            if depthwise:  # filter [1, 1, K, C], per-channel scales on axis 3 (TFLM's depthwise layout)
+                w = g.const(f"{i}.dwconv1d.weight", op.weight[:, 0, :].T.reshape(1, 1, k, c_out).astype(np.int8),
+                            int8, s_w, axis=3)
+                b = g.const(f"{i}.dwconv1d.bias", op.bias.astype("<i4"), int32, [_f32(s * sw) for sw in s_w])
+                y = g.act(f"{i}.dwconv1d", (1, 1, t, c_out), s_out, zp_out)
+                o = schema.DepthwiseConv2DOptionsT()
+                o.padding, o.strideW, o.strideH, o.depthMultiplier = pad, 1, 1, 1
+                o.fusedActivationFunction = _activation(op, schema, what)
+                g.op(bo.DEPTHWISE_CONV_2D, [x, w, b], [y], opts_t.DepthwiseConv2DOptions, o)
+            else:
+                w = g.const(f"{i}.conv1d.weight",
+                            op.weight.transpose(0, 2, 1).reshape(c_out, 1, k, c_in).astype(np.int8), int8, s_w)
+                b = g.const(f"{i}.conv1d.bias", op.bias.astype("<i4"), int32, [_f32(s * sw) for sw in s_w])
+                y = g.act(f"{i}.conv1d", (1, 1, t, c_out), s_out, zp_out)
+                o = schema.Conv2DOptionsT()
+                o.padding, o.strideW, o.strideH = pad, 1, 1
+                o.fusedActivationFunction = _activation(op, schema, what)
+                g.op(bo.CONV_2D, [x, w, b], [y], opts_t.Conv2DOptions, o)
             x, s, zp, c = y, s_out, zp_out, c_out
         elif isinstance(op, MaxPool1dInt8):
             k = int(op.kernel)

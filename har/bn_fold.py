@@ -9,7 +9,8 @@ Steps of `fold_bn`:
 2. Call torch's own `torch.nn.utils.fusion.fuse_conv_bn_weights` on them: with
    s = gamma * rsqrt(running_var + eps), per output channel the weight becomes W * s and the bias
    (b - running_mean) * s + beta. The weight's first axis must be the output channel, which holds for
-   Conv1d (C_out, C_in, K) and Linear (out, in) alike, so the same call folds both.
+   Conv1d (C_out, C_in, K) and Linear (out, in) alike, so the same call folds both; a depthwise conv
+   (groups == C_in == C_out, weight (C, 1, K)) is per output channel too and folds the same way.
 3. Return float64 numpy arrays; callers round to float32 once, after any further folding of their own
    (flatten also folds the input Normalizer into the first conv).
 

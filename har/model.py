@@ -4,6 +4,11 @@ Layout (for widths (w1, ..., wn)): n blocks of Conv1d(k, same padding, no bias) 
 each but the last followed by MaxPool1d(2); then global average pool, dropout and one Linear.
 Only Conv1d, BatchNorm1d, ReLU, MaxPool1d, AdaptiveAvgPool1d(1), Flatten, Dropout and Linear appear,
 in one `nn.Sequential`, so that flattening, pruning and int8 conversion can walk it as a list.
+`separable=True` (MobileNet's depthwise-separable block) replaces every conv block but the first (whose
+input has only a few channels, where a depthwise conv saves little and loses much) by a depthwise
+Conv1d(c_in, c_in, k, groups=c_in) -> BatchNorm1d -> ReLU -> pointwise Conv1d(c_in, width, 1) ->
+BatchNorm1d -> ReLU: about k * c_in + c_in * width weights instead of k * c_in * width. The int8 path
+handles the grouped conv (`model_opts.quant`); the float flattener (`system_opts.flatten`) refuses it.
 """
 from __future__ import annotations
 
@@ -21,15 +26,19 @@ class CNNConfig:
     widths: tuple[int, ...] = (32, 48, 64)
     kernel_size: int = 5
     dropout: float = 0.3
+    separable: bool = False
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True)
+        d = asdict(self)
+        if not self.separable:  # cache keys hash this text: a standard config keeps its old bytes
+            del d["separable"]
+        return json.dumps(d, sort_keys=True)
 
     @classmethod
     def from_dict(cls, d: dict) -> "CNNConfig":
         d = dict(d)
         d["widths"] = tuple(d["widths"])
-        return cls(**d)
+        return cls(**d)  # a config saved before `separable` existed loads as a standard one
 
 
 class CompactCNN1d(nn.Sequential):
@@ -48,9 +57,14 @@ class CompactCNN1d(nn.Sequential):
     def _layers(cfg: CNNConfig) -> list[nn.Module]:
         layers: list[nn.Module] = []
         c_in = cfg.in_channels
+        k = cfg.kernel_size
         for i, width in enumerate(cfg.widths):
-            layers += [nn.Conv1d(c_in, width, cfg.kernel_size, padding=cfg.kernel_size // 2, bias=False),
-                       nn.BatchNorm1d(width), nn.ReLU()]
+            if cfg.separable and i > 0:
+                layers += [nn.Conv1d(c_in, c_in, k, padding=k // 2, groups=c_in, bias=False),
+                           nn.BatchNorm1d(c_in), nn.ReLU(), nn.Conv1d(c_in, width, 1, bias=False)]
+            else:
+                layers.append(nn.Conv1d(c_in, width, k, padding=k // 2, bias=False))
+            layers += [nn.BatchNorm1d(width), nn.ReLU()]
             if i < len(cfg.widths) - 1:
                 layers.append(nn.MaxPool1d(2))
             c_in = width

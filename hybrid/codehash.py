@@ -44,6 +44,7 @@ SOURCES: dict[str, tuple[str, ...]] = {
     # stage 2 is stored with har.weightfile (hashed with har/); report2 holds select_threshold
     "cascade": ("model_opts/__init__.py", "model_opts/cascade.py", "model_opts/report2.py"),
     "distill": ("model_opts/__init__.py", "model_opts/distill.py", "model_opts/prune.py"),  # prune: target_widths
+    "separable": ("model_opts/__init__.py", "model_opts/separable.py"),
     # both fine-tune the int8 simulation: the quantization package is part of what they build
     "cluster": ("model_opts/__init__.py", "model_opts/cluster.py", "model_opts/quant"),
     "sparsity": ("model_opts/__init__.py", "model_opts/sparsity.py", "model_opts/quant"),

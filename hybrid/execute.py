@@ -29,7 +29,8 @@ from har.splits import Fold
 from har.windows import Normalizer, Windows
 from hybrid.cache import StageCache
 from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep,
-                          EncodeStep, OrtStep, PCAStep, PruneStep, QuantStep, SparseStep, SystemStep)
+                          EncodeStep, OrtStep, PCAStep, PruneStep, QuantStep, SeparableStep, SparseStep,
+                          SystemStep)
 
 
 @dataclass
@@ -128,6 +129,21 @@ def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCach
         student = distill.student_config(state.model.config, step.ratio)
         model, info = distill.apply(state.model, student, state.normalizer, ctx.windows, ctx.fold, cfg)
         return model, {"widths": list(student.widths), **info}
+    return _cnn_stage(ctx, cache, key, build)
+
+
+def _separable(step: SeparableStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    from dataclasses import replace
+    from model_opts import separable
+
+    def build():
+        base = state.model.config
+        widths = tuple(step.widths or base.widths)
+        cfg = separable.SeparableConfig(kernel_size=base.kernel_size, dropout=base.dropout, seed=ctx.seed)
+        cfg = replace(cfg, train=replace(cfg.train, epochs=step.epochs or ctx.train_epochs))
+        w = ctx.windows
+        model = separable.apply(base.in_channels, len(w.classes), widths, state.normalizer, w, ctx.fold, cfg)
+        return model, {"widths": list(widths)}
     return _cnn_stage(ctx, cache, key, build)
 
 
@@ -289,7 +305,7 @@ def _system(step: SystemStep, state: State, ctx: FoldContext, cache: StageCache,
 
 
 _RUNNERS = {"prune": _prune, "contrastive": _contrastive, "quantize": _quantize, "pca": _pca,
-            "onnxruntime": _ort, "cascade": _cascade, "distill": _distill, "cluster": _cluster,
+            "onnxruntime": _ort, "cascade": _cascade, "distill": _distill, "separable": _separable, "cluster": _cluster,
             "sparsity": _sparsity, "encode": _encode, "system": _system}
 
 

@@ -25,7 +25,8 @@ from har.windows import WindowConfig
 from firmware.preprocess import SampleFormat
 from firmware.program import TARGETS
 
-EXPORTABLE = ("int8", "model-all", "clustered", "huffman", "sparse", "distilled", "student", "hybrid")
+EXPORTABLE = ("int8", "model-all", "clustered", "huffman", "sparse", "distilled", "student", "separable",
+              "hybrid")
 
 
 def build_parser():

@@ -24,8 +24,8 @@ from typing import Any
 from har.errors import BadOptionError
 from hybrid.codehash import kind_digest
 from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep, EncodeStep,
-                          OrtStep, PCAStep, PipelineError, PruneStep, QuantStep, SparseStep, Step, SystemStep,
-                          cache_fields, check_steps, step_from_dict, step_to_dict)
+                          OrtStep, PCAStep, PipelineError, PruneStep, QuantStep, SeparableStep, SparseStep, Step,
+                          SystemStep, cache_fields, check_steps, step_from_dict, step_to_dict)
 
 FAMILIES = ("baseline", "peer", "model", "system", "hybrid")
 
@@ -121,6 +121,9 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
        "teacher (KL at T = 4, alpha 0.7, + cross-entropy), then int8", DistillStep(), _QUANT, _POOL),
     _p("student", "model", "the distilled variant's control: the same student, seed and schedule trained with "
        "cross-entropy only (alpha = 0), then int8", DistillStep(alpha=0.0), _QUANT, _POOL),
+    _p("separable", "model", "the baseline's widths with every conv block but the first depthwise-separable "
+       "(depthwise 5-tap + pointwise 1x1), trained from scratch like the baseline, then int8", SeparableStep(),
+       _QUANT, _POOL),
     _p("hybrid", "hybrid", "pruned (0.7) -> int8 (PTQ or QAT on validation users) -> int8 static pool run by "
        "compiled C kernels (planned arena, zero heap allocation per inference)", _PRUNE, _QUANT, _POOL),
 )}

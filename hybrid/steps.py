@@ -220,6 +220,27 @@ class DistillStep:
 
 
 @dataclass(frozen=True)
+class SeparableStep:
+    """Operations optimisation (`model_opts.separable`): the baseline's architecture with every conv block
+    but the first made depthwise-separable (depthwise k-tap conv + pointwise 1x1 conv), trained from
+    scratch with the baseline's recipe on the fold's training users. `widths` () = the baseline's."""
+
+    widths: tuple[int, ...] = ()
+    epochs: int = 0  # 0: the dataset's epoch budget (har.defaults), the baseline's
+    kind: ClassVar[str] = "separable"
+    stage: ClassVar[str] = "prune"
+    accepts: ClassVar[tuple[str, ...]] = (FP32,)
+    produces: ClassVar[str] = FP32
+
+    def __post_init__(self) -> None:
+        if any(w < 1 for w in self.widths) or self.epochs < 0:
+            raise BadOptionError(f"separable: widths must be >= 1 and epochs >= 0, got {self.widths}, {self.epochs}")
+
+    def quick(self) -> "SeparableStep":
+        return replace(self, epochs=2)
+
+
+@dataclass(frozen=True)
 class ClusterStep:
     """Weight clustering (`model_opts.cluster`): per layer k shared int8 values (one pinned at 0), found by
     k-means on the PTQ simulation's weights and fine-tuned with the weights tied to their centroids."""
@@ -307,11 +328,11 @@ class SystemStep:
         return self
 
 
-Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeStep, DistillStep, ClusterStep,
-             SparseStep, EncodeStep, SystemStep]
+Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeStep, DistillStep, SeparableStep,
+             ClusterStep, SparseStep, EncodeStep, SystemStep]
 STEP_TYPES: dict[str, type] = {t.kind: t for t in (PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep,
-                                                   CascadeStep, DistillStep, ClusterStep, SparseStep, EncodeStep,
-                                                   SystemStep)}
+                                                   CascadeStep, DistillStep, SeparableStep, ClusterStep, SparseStep,
+                                                   EncodeStep, SystemStep)}
 
 
 def step_to_dict(step: Step) -> dict:

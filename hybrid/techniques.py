@@ -26,6 +26,7 @@ import numpy as np
 TECHNIQUES = {"clustered": ("model-all", "weight clustering, k = 16"), "huffman": ("clustered", "Huffman coding of the palette indices"),
               "sparse": ("int8", "90 % unstructured sparsity"), "distilled": ("student", "knowledge distillation"),
               "student": ("model-all", "student trained alone (the KD control)"),
+              "separable": ("int8", "depthwise-separable convolutions"),
               "hybrid": ("int8", "structured pruning 0.7 (the hybrid)")}
 ENERGY_MCUS = ("STM32L476", "nRF52840")
 CLUSTER_TOLERANCE_PP, HUFFMAN_TOLERANCE_BITS, SPARSE_TOLERANCE_PP = 0.5, 0.3, 2.0

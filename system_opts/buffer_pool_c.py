@@ -8,7 +8,7 @@ What changes against `system_opts.buffer_pool_int8.Int8Session` (numpy kernels):
   largest conv's accumulator tile, and it is what a device running this C file needs.
 - No host scratch and no host constants: the kernels read the flat program's arrays as stored (int8
   weights (C_out, K * C_in), int32 bias and multiplier, int8 shift), from memory or straight from the
-  memory-mapped weight file.
+  memory-mapped weight file (a depthwise conv's weight (C, K) included: `dwconv` reads it as stored).
 Steps of `CInt8Session(program)`:
 1. Plan the device buffers (`device_tensors` plus the accumulator rows) with `system_opts.planner`.
 2. Bind every op to one `struct har_op` in a ctypes array: its kind, shapes, zero points and clamp
@@ -37,6 +37,7 @@ from system_opts.int8_layout import device_tensors
 # dtypes a kernel reads its arrays as; anything else would be silently misread through a pointer
 _PARAM_DTYPES = {"quantize_input": ("float32", "float32"),
                  "conv1d_q": ("int8", "int32", "int32", "int8"),
+                 "dwconv1d_q": ("int8", "int32", "int32", "int8"),
                  "linear_q": ("int8", "int32", "int32", "int8"),
                  "global_avg_pool_q": ("int32", "int8")}
 _WEIGHT_SLOT = 2  # p[0], p[1] are the op's input and output; its arrays follow in `op.params` order
@@ -97,6 +98,13 @@ class CInt8Session(Int8Session):
             ptrs += [0, 0, 0, 0]  # weights: written by prepare
             if self._time_major(op):
                 ptrs += [_address(self._views[f"{op.name}.xt"]), _address(self._views[f"{op.name}.acc"])]
+        elif op.kind == "dwconv1d_q":  # har_int8.c dwconv: its input pointer is the first halo row too
+            p = attrs["padding"]
+            ptrs[0] = _address(self._padded(op.input, p))
+            ints = [self._place[op.input][2], attrs["in_channels"], attrs["kernel_size"], p, self._place[op.output][2],
+                    self._phases.get(op.output, 1), attrs["input_zero_point"], attrs["output_zero_point"],
+                    attrs["act_min"], attrs["act_max"]]
+            ptrs += [0, 0, 0, 0]  # weights: written by prepare
         elif op.kind == "maxpool1d":
             k = attrs["kernel_size"]
             ints = [y.shape[0], y.shape[1], k, int(self._phases.get(op.input) == k)]

@@ -24,7 +24,9 @@ Steps of `Int8Session(program)` (buffers laid out by `system_opts.int8_layout`):
    magnitude <= terms * 255 * 128: exact in float32 for terms = K * C_in <= 514, else float64 is used, so
    the sum equals the reference's int32 einsum whatever BLAS's order. Cast to the int32 accumulator, add
    the int32 bias there (wrapping like the reference). Linear: the same with one row. Global pool: a dot
-   with a ones row (exact likewise), minus length * zp_in in int32.
+   with a ones row (exact likewise), minus length * zp_in in int32. Depthwise conv: per tap k, the
+   input rows t + k (one strided view per output phase) cast into an int32 scratch, minus zp_in, times
+   the tap's weight tile, added onto the accumulator that starts as the bias tile (int32, exact).
 3. Requantise (TFLite MultiplyByQuantizedMultiplier, `model_opts.quant.fixedpoint`) in int64, out= only:
       x = clamp(acc << left, int32 range)          only for ops with a positive shift
       x = x * m                                    |x * m| < 2^62
@@ -59,9 +61,9 @@ from system_opts.int8_layout import TILES, make_arena, nk_layout, numpy_layout
 from system_opts.kernels import DictWeights, WeightSource
 from system_opts.planner import DEFAULT_ALIGNMENT_BYTES, plan_buffers
 
-KINDS = ("quantize_input", "conv1d_q", "linear_q", "maxpool1d", "global_avg_pool_q", "dequantize")
+KINDS = ("quantize_input", "conv1d_q", "dwconv1d_q", "linear_q", "maxpool1d", "global_avg_pool_q", "dequantize")
 _I64 = np.int64
-_REQUANT = ("conv1d_q", "linear_q", "global_avg_pool_q")
+_REQUANT = ("conv1d_q", "dwconv1d_q", "linear_q", "global_avg_pool_q")
 
 
 def _c(value, dtype) -> np.ndarray:
@@ -224,6 +226,8 @@ class Int8Session:
         if op.kind == "maxpool1d":
             return _nothing, self._bind_pool(op, x, y)
         prepare_rq, requant = self._requantizer(op, y)
+        if op.kind == "dwconv1d_q":
+            return self._bind_dwconv(op, prepare_rq, requant)
         cols, accf, acc = v[f"{op.name}.cols"], v[f"{op.name}.accf"], v[f"{op.name}.acc"]
         if op.kind == "global_avg_pool_q":
             if x.shape[0] != attrs["length"]:
@@ -355,6 +359,48 @@ class Int8Session:
             np.add(acc, bias_tile, out=acc)
             requant(acc)
         return prepare, run_gemm
+
+    def _bind_dwconv(self, op, prepare_rq, requant):
+        """Depthwise conv (module docstring, step 2): output rows t = j + ph * r of phase j read padded
+        input rows t + kk for tap kk, a (rows, C) view of stride ph rows."""
+        v, name, a = self._views, op.name, op.attrs
+        cols, acc, wt, bias_tile = v[f"{name}.cols"], v[f"{name}.acc"], v[f"{name}.wt"], v[f"{name}.bias"]
+        k, p, c = a["kernel_size"], a["padding"], a["in_channels"]
+        rows = acc.shape[0]
+        full = self._padded(op.input, p)
+        item, ph = full.itemsize, self._phases.get(op.output, 1)
+        per = rows // ph
+        taps = []
+        for kk in range(k):
+            copies = []
+            for j in range(ph):
+                assert j + kk + ph * (per - 1) < full.shape[0], "tap view would read past its buffer"
+                src = as_strided(full[j + kk:], (per, c), (ph * c * item, item), writeable=False)
+                copies.append((cols[j * per:(j + 1) * per], src))
+            taps.append((copies, wt[kk * rows:(kk + 1) * rows]))
+        fills = [_filler(w) for _, w in taps]
+        fill_bias = _filler(bias_tile)
+        halo = as_strided(full, (2, p, c), ((full.shape[0] - p) * c * item, c * item, item)) if p else None
+        zp, zp8 = _c(a["input_zero_point"], np.int32), _c(a["input_zero_point"], np.int8)
+
+        def prepare(weight, bias, multiplier, shift):
+            for kk, fill in enumerate(fills):
+                fill(weight[:, kk])
+            fill_bias(bias)
+            prepare_rq(multiplier, shift)
+
+        def run_dwconv():
+            if halo is not None:
+                np.copyto(halo, zp8)  # other buffers share these bytes between inferences
+            np.copyto(acc, bias_tile)
+            for copies, w in taps:
+                for dst, src in copies:
+                    np.copyto(dst, src)
+                np.subtract(cols, zp, out=cols)
+                np.multiply(cols, w, out=cols)
+                np.add(acc, cols, out=acc)  # int32, wraps like the reference's bias add
+            requant(acc)
+        return prepare, run_dwconv
 
     def run(self, window: np.ndarray, out: np.ndarray | None = None) -> np.ndarray:
         """Output (K,) of one un-normalised (C, T) float32 window: a view into the arena unless `out`."""

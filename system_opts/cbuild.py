@@ -35,7 +35,8 @@ FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-Wall", "-fPIC", "-shared")
 ABI_VERSION = 1
 N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
 GEMM_DOT, GEMM_TIME_MAJOR, GEMM_IM2COL16 = 0, 1, 2  # har_int8.h HAR_GEMM_*: gemm loop orders (i[11])
-KIND = {"quantize_input": 0, "gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "dequantize": 4}
+KIND = {"quantize_input": 0, "gemm": 1, "maxpool1d": 2, "global_avg_pool_q": 3, "dequantize": 4,
+        "dwconv1d_q": 6}  # har_int8.h HAR_* (5, HAR_DECODE, is the firmware's)
 
 
 MAX_ABS_SUM = (1 << 31) - 1
@@ -134,7 +135,7 @@ def check_contract(program) -> None:
                 raise BadDataError(f"{op.name}: {key} {a[key]} outside int8")
         if a.get("act_min", -128) > a.get("act_max", 127):
             raise BadDataError(f"{op.name}: act_min {a['act_min']} > act_max {a['act_max']}")
-        if op.kind not in ("conv1d_q", "linear_q", "global_avg_pool_q"):
+        if op.kind not in ("conv1d_q", "dwconv1d_q", "linear_q", "global_avg_pool_q"):
             continue
         m, s = w[f"{op.name}.multiplier"], w[f"{op.name}.shift"]
         if np.any(m < 0) or np.any(s < -31) or np.any(s > 30):
@@ -143,7 +144,7 @@ def check_contract(program) -> None:
         if op.kind == "global_avg_pool_q":
             terms = int(a["length"])
             bound = terms * 255
-        else:
+        else:  # conv (C_out, K * C_in), depthwise (C, K), linear (C_out, C_in)
             terms = int(w[f"{op.name}.weight"].shape[1])
             bound = terms * 255 * 128
         if bound > MAX_ABS_SUM:

@@ -8,12 +8,14 @@ packed output-channel major, (C_out, K * C_in), the layout int8 device kernels (
   attr zero_point (what a NaN becomes);
 - `conv1d_q`: weight int8 (C_out, K * C_in), bias int32, multiplier int32, shift int8; attrs padding,
   kernel_size, in_channels, input/output zero point, act_min/act_max (a fused ReLU is act_min = zp_out);
+- `dwconv1d_q` (depthwise conv, depth multiplier 1): weight int8 (C, K), one row per channel, then as
+  conv1d_q (in_channels == C == the output channels);
 - `maxpool1d` (dtype-agnostic, shared with fp32), `global_avg_pool_q` (multiplier int32 (1,), shift int8
   (1,); attrs zero points and the fixed length), `linear_q` (like conv1d_q, weight (C_out, C_in));
 - `dequantize` (int8 -> float32 scores), only when `dequantize_output` (default); without it the
   program's output is the int8 logits, which is what bit-exactness is checked on.
-Known limits: exactly the op set of the reference (`Conv1dInt8`, `LinearInt8`, `MaxPool1dInt8`,
-`GlobalAvgPoolInt8`); the arithmetic lives in `system_opts.kernels_int8`.
+Known limits: exactly the op set of the reference (`Conv1dInt8`, `DepthwiseConv1dInt8`, `LinearInt8`,
+`MaxPool1dInt8`, `GlobalAvgPoolInt8`); the arithmetic lives in `system_opts.kernels_int8`.
 """
 from __future__ import annotations
 
@@ -31,7 +33,7 @@ class FlattenInt8Config:
 
 def apply(program, config: FlattenInt8Config = FlattenInt8Config()) -> FlatProgram:
     """Flat program of an `Int8Program` (or of anything with a `.program` attribute holding one)."""
-    from model_opts.quant.intref import Conv1dInt8, GlobalAvgPoolInt8, LinearInt8, MaxPool1dInt8
+    from model_opts.quant.intref import Conv1dInt8, DepthwiseConv1dInt8, GlobalAvgPoolInt8, LinearInt8, MaxPool1dInt8
 
     program = getattr(program, "program", program)
     c, t = program.in_channels, program.length
@@ -50,9 +52,9 @@ def apply(program, config: FlattenInt8Config = FlattenInt8Config()) -> FlatProgr
                                            "offset": program.input.offset.astype(np.float32)},
          zero_point=int(program.input.zero_point))  # a NaN input value quantizes to it
     for i, op in enumerate(program.ops):
-        if isinstance(op, (Conv1dInt8, LinearInt8, GlobalAvgPoolInt8)):
+        if isinstance(op, (Conv1dInt8, DepthwiseConv1dInt8, LinearInt8, GlobalAvgPoolInt8)):
             zps = dict(input_zero_point=int(op.input_zero_point), output_zero_point=int(op.output_zero_point))
-        if isinstance(op, (Conv1dInt8, LinearInt8)):
+        if isinstance(op, (Conv1dInt8, DepthwiseConv1dInt8, LinearInt8)):
             # shifts lie in [-31, 30]: int8 is what a device stores
             requant = {"multiplier": op.multiplier.astype(np.int32), "shift": op.shift.astype(np.int8)}
         if isinstance(op, Conv1dInt8):
@@ -63,6 +65,13 @@ def apply(program, config: FlattenInt8Config = FlattenInt8Config()) -> FlatProgr
                   **requant}, kernel_size=int(k), padding=int(op.padding), in_channels=int(c_in),
                  act_min=int(op.act_min), act_max=int(op.act_max), **zps)
             c = c_out
+        elif isinstance(op, DepthwiseConv1dInt8):
+            c, _, k = op.weight.shape
+            t = t + 2 * op.padding - k + 1
+            emit("dwconv1d_q", (t, c), "int8",
+                 {"weight": op.weight.reshape(c, k), "bias": op.bias.astype(np.int32), **requant},
+                 kernel_size=int(k), padding=int(op.padding), in_channels=int(c),
+                 act_min=int(op.act_min), act_max=int(op.act_max), **zps)
         elif isinstance(op, LinearInt8):
             c = op.weight.shape[0]
             emit("linear_q", (c,), "int8", {"weight": op.weight, "bias": op.bias.astype(np.int32), **requant},

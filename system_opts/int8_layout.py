@@ -1,13 +1,15 @@
 """Where the int8 static pool keeps its tensors: the device buffers of a flat int8 program (shared by
 the numpy and C sessions) and the numpy session's work buffers.
 
-- `device_tensors(program)`: one buffer per tensor, channel-last rows; a tensor read by a conv with
-  padding p gets p halo rows each side; a conv output read by a k-wide max pool is stored phase-major
+- `device_tensors(program)`: one buffer per tensor, channel-last rows; a tensor read by a conv (conv1d_q
+  or depthwise dwconv1d_q: both read padding rows) with padding p gets p halo rows each side; a conv
+  output read by a k-wide max pool is stored phase-major
   and the pool runs in place over its first block (see `system_opts.buffer_pool_int8`, step 1), so the
   pool output has no buffer of its own.
 - `numpy_layout(program, left_shifts)`: those plus, per conv / linear / global pool, the numpy kernels' device
   int32 accumulator tile, their host scratch (float im2col and GEMM output, int64 requantisation
-  temporaries) and prepared constants (float weights, bias and requantisation tiles).
+  temporaries) and prepared constants (float weights, bias and requantisation tiles); a depthwise conv
+  has an int32 tap scratch (rows, C) and K int32 weight tiles (rows, C) instead of im2col and float GEMM.
 - `make_arena(specs, plan)`: one 64-byte-aligned byte array and a named view per planned buffer.
 Known limits: the accumulator tile is (rows, C_out): what vectorised numpy needs, not what a device
 kernel needs (the C session plans none).
@@ -22,6 +24,7 @@ from system_opts.planner import MemoryPlan
 
 _ARENA_BASE_ALIGN_BYTES = 64
 F32_EXACT_TERMS = (1 << 24) // (255 * 128)
+CONVS = ("conv1d_q", "dwconv1d_q")  # ops that read halo rows and may write a phase-major output
 # per-channel int64 rows derived by prepare: multiplier, left, right (e), half, shift (31 + e), neg; the
 # tiles repeat some of them over the output rows
 TILES = ("mul", "half", "shift", "neg", "left")
@@ -46,7 +49,7 @@ def device_tensors(program: FlatProgram) -> tuple[list[BufferSpec], dict, dict]:
     producer = {op.output: i for i, op in enumerate(ops)}
     consumer = {op.input: i for i, op in enumerate(ops)}
     pooled = {op.input: op.output for op in ops
-              if op.kind == "maxpool1d" and op.input in producer and ops[producer[op.input]].kind == "conv1d_q"}
+              if op.kind == "maxpool1d" and op.input in producer and ops[producer[op.input]].kind in CONVS}
     device: list[BufferSpec] = []
     place: dict[int, tuple[int, int, int]] = {}
     phases: dict[int, int] = {}
@@ -55,7 +58,7 @@ def device_tensors(program: FlatProgram) -> tuple[list[BufferSpec], dict, dict]:
             continue  # lives in its conv input's buffer
         end = pooled.get(t, t)
         cons = consumer.get(end)
-        lead = ops[cons].attrs["padding"] if cons is not None and ops[cons].kind == "conv1d_q" else 0
+        lead = ops[cons].attrs["padding"] if cons is not None and ops[cons].kind in CONVS else 0
         b = len(device)
         if len(spec.shape) == 1:
             rows, cols, n = 1, spec.shape[0], 1
@@ -99,6 +102,11 @@ def numpy_layout(program: FlatProgram, left_shifts: set[str]):
             buf(f"{name}.cols", rows, terms, ft, i, host)
             buf(f"{name}.wf", *((c_out, terms) if nk_layout(c_out, rows) else (terms, c_out)), ft, i, prepared)
             buf(f"{name}.bias", rows, c_out, "int32", i, prepared)
+        elif op.kind == "dwconv1d_q":  # exact int32 products, no float (K terms per output)
+            rows, c_out, ft = place[op.output][2], out_shape[1], "int32"
+            buf(f"{name}.cols", rows, c_out, ft, i, host)
+            buf(f"{name}.wt", op.attrs["kernel_size"] * rows, c_out, "int32", i, prepared)
+            buf(f"{name}.bias", rows, c_out, "int32", i, prepared)
         elif op.kind == "global_avg_pool_q":
             rows, c_out = 1, out_shape[0]
             ft = float_type(op.attrs["length"])
@@ -106,7 +114,8 @@ def numpy_layout(program: FlatProgram, left_shifts: set[str]):
         else:
             continue
         buf(f"{name}.acc", rows, c_out, "int32", i, device)
-        buf(f"{name}.accf", rows, c_out, ft, i, host)
+        if op.kind != "dwconv1d_q":
+            buf(f"{name}.accf", rows, c_out, ft, i, host)
         buf(f"{name}.x64", rows, c_out, "int64", i, host)
         buf(f"{name}.t64", rows, c_out, "int64", i, host)
         n_ch = 2 if op.kind == "global_avg_pool_q" else c_out  # 2: numpy mallocs for ufuncs on 1 element

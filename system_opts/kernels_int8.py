@@ -13,6 +13,8 @@ Steps of `conv1d_q` / `linear_q`:
    (`fixedpoint.multiply_by_quantized_multiplier`, TFLite's MultiplyByQuantizedMultiplier): one definition
    of the rounding rules, not a re-implementation that could drift. Add the output zero point, clamp to
    [act_min, act_max], store int8.
+`dwconv1d_q` (depthwise, weight (C, K)): the padded rows viewed as (N, T_out, C, K) windows, an exact
+int64 einsum per channel, then step 3.
 `quantize_input` is the reference's own `intref.quantize_affine` (x * inv_scale, + offset in float32,
 NaN -> the input zero point `attrs["zero_point"]`, else rint and clamp, so +-Inf saturate),
 `global_avg_pool_q` sums int8 steps in int64 minus length * zp, `dequantize` is (q - zp) * scale.
@@ -21,6 +23,7 @@ Known limits: allocating (batch path); no static-pool (arena) version of these k
 from __future__ import annotations
 
 import numpy as np
+from numpy.lib.stride_tricks import sliding_window_view
 
 from model_opts.quant.fixedpoint import INT8_MAX, INT8_MIN, multiply_by_quantized_multiplier
 from model_opts.quant.intref import quantize_affine
@@ -55,6 +58,16 @@ def conv1d_q(x: np.ndarray, attrs: dict, weight: np.ndarray, bias: np.ndarray, m
     return _requantize(acc, multiplier, shift, attrs, attrs["act_min"], attrs["act_max"])
 
 
+def dwconv1d_q(x: np.ndarray, attrs: dict, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
+               shift: np.ndarray) -> np.ndarray:
+    zp = attrs["input_zero_point"]
+    xp = pad_rows(x, attrs["padding"], np.int8(zp)) if attrs["padding"] else np.ascontiguousarray(x)
+    xs = xp.astype(np.int64) - zp
+    acc = np.einsum("ntck,ck->ntc", sliding_window_view(xs, attrs["kernel_size"], axis=1), weight.astype(np.int64))
+    acc = (acc + bias).astype(np.int32)  # the reference adds the bias in int32, wrapping
+    return _requantize(acc, multiplier, shift, attrs, attrs["act_min"], attrs["act_max"])
+
+
 def linear_q(x: np.ndarray, attrs: dict, weight: np.ndarray, bias: np.ndarray, multiplier: np.ndarray,
              shift: np.ndarray) -> np.ndarray:
     acc = _int_gemm(x, attrs["input_zero_point"], weight) + bias
@@ -72,5 +85,5 @@ def dequantize(x: np.ndarray, attrs: dict) -> np.ndarray:
     return ((x.astype(np.int32) - attrs["zero_point"]) * np.float32(attrs["scale"])).astype(np.float32)
 
 
-INT8_KERNELS = {"quantize_input": quantize_input, "conv1d_q": conv1d_q, "linear_q": linear_q,
+INT8_KERNELS = {"quantize_input": quantize_input, "conv1d_q": conv1d_q, "dwconv1d_q": dwconv1d_q, "linear_q": linear_q,
                 "global_avg_pool_q": global_avg_pool_q, "dequantize": dequantize}

@@ -6,16 +6,17 @@
  * 1. A byte stream: the input's bytes, then (once they run out) SplitMix64 seeded by an FNV-1a hash of
  *    the input, so any input, even an empty one, decodes to a whole program, deterministically.
  * 2. 1-4 ops, each a kind of har_int8.c: quantize_input, gemm (conv1d or its Linear form, in every
- *    loop order the op table can select), maxpool (plain or phase-major, also in place), global average
- *    pool, dequantize. An op reads the previous op's output when the types fit (a conv's phase-major
- *    output can go to the in-place pool after it, as in the firmware's layout), else fresh data.
+ *    loop order the op table can select), dwconv (depthwise conv), maxpool (plain or phase-major, also
+ *    in place), global average pool, dequantize. An op reads the previous op's output when the types
+ *    fit (a conv's phase-major output can go to the in-place pool after it, as in the firmware's
+ *    layout), else fresh data.
  * 3. Every buffer is malloc'ed with EXACTLY the bytes the op reads or writes (a conv's input includes
  *    its halo rows, which the kernel itself writes), so AddressSanitizer flags an overrun of one byte;
  *    a chained input is a copy of the previous output, never the same buffer.
  * 4. Values lean on the edges: extremes of every integer range, NaN (quiet, signalling, negative),
  *    +-Inf, +-FLT_MAX, the smallest normal, denormals, -0.0, exact halves, any bit pattern.
  * 5. har_op_run runs each op; then cheap invariants (the gemm output lies in [act_min, act_max], its
- *    halo rows hold zp_in; an unknown kind or gemm mode, or one left out of the build by
+ *    halo rows hold zp_in, the same for dwconv; an unknown kind or gemm mode, or one left out of the build by
  *    har_int8_config.h, is refused with -1) and, for some inputs, har_run over the whole table a second
  *    time (buffers are reused between inferences on the device too).
  * A broken invariant prints "har-fuzz: invariant broken: ..." and calls abort(): a finding like any other.
@@ -33,6 +34,8 @@
  *   k >= 1, pad >= 0, 1 <= phases, rows_out a multiple of phases and rows_out <= n_in + 2 pad - k + 1;
  *   k * c_in <= 65,793 (255 * 128 * k * c_in must fit int32; intref refuses > 66,000 with |w| <= 127);
  *   Linear form: n_in 1, k 1, pad 0, rows_out 1, phases 1;
+ * - dwconv: as a conv's form of gemm with c_in == c_out == c and weights c x k (one row per channel),
+ *   no mode and no scratch;
  * - maxpool: 1 <= kernel, rows_out = floor(n / kernel) >= 1 (only rows_out * kernel rows are read);
  *   phase-major input: the conv wrote it with phases == kernel;
  * - global pool: length * 255 fits int32;
@@ -86,6 +89,9 @@
 #endif
 #ifndef HAR_WITH_GEMM_CSR
 #define HAR_WITH_GEMM_CSR 0
+#endif
+#ifndef HAR_WITH_DWCONV
+#define HAR_WITH_DWCONV 0
 #endif
 
 enum { MAX_OPS = 4, MAX_ROWS = 256, MAX_CH = 64, MAX_K = 9, MAX_PAD = 4, MAX_PHASES = 3, MAX_ALLOCS = 64 };
@@ -258,6 +264,18 @@ static void make_quantize(struct bytes *b, struct pool *pl, const struct tensor 
     *out = (struct tensor){op->p[1], 0, rows, c, 1};
 }
 
+/* a conv's shapes (k, pad, phases; rows_out a multiple of phases) over n_in rows: the gemm's rules */
+static void conv_rows(struct bytes *b, int32_t n_in, int32_t *k, int32_t *pad, int32_t *rows, int32_t *phases) {
+    *k = 1 + (int32_t)(take8(b) % MAX_K);
+    *pad = (int32_t)(take8(b) % (MAX_PAD + 1));
+    if (*k > n_in + 2 * *pad) *k = n_in + 2 * *pad; /* at least one output row */
+    if (n_in + 2 * *pad - *k + 1 > MAX_ROWS) *pad = (MAX_ROWS + *k - 1 - n_in) / 2; /* at most MAX_ROWS */
+    const int32_t conv_rows = n_in + 2 * *pad - *k + 1;
+    *phases = 1 + (int32_t)(take8(b) % MAX_PHASES);
+    if (*phases > conv_rows) *phases = conv_rows;
+    *rows = conv_rows / *phases * *phases; /* floor mode: the pool after it drops the remainder */
+}
+
 /* every gemm loop order of har_int8.h (i[11]); each needs its own scratch (p[6], p[7]) */
 static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM_IM2COL16, HAR_GEMM_CSR};
 enum { N_GEMM_MODES = sizeof GEMM_MODES / sizeof GEMM_MODES[0] };
@@ -274,14 +292,7 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
     } else {
         n_in = chained ? in->rows : dim(b, MAX_ROWS);
         c_in = chained ? in->cols : dim(b, MAX_CH);
-        k = 1 + (int32_t)(take8(b) % MAX_K);
-        pad = (int32_t)(take8(b) % (MAX_PAD + 1));
-        if (k > n_in + 2 * pad) k = n_in + 2 * pad; /* at least one output row */
-        if (n_in + 2 * pad - k + 1 > MAX_ROWS) pad = (MAX_ROWS + k - 1 - n_in) / 2; /* at most MAX_ROWS */
-        const int32_t conv_rows = n_in + 2 * pad - k + 1;
-        phases = 1 + (int32_t)(take8(b) % MAX_PHASES);
-        if (phases > conv_rows) phases = conv_rows;
-        rows = conv_rows / phases * phases; /* floor mode: the pool after it drops the remainder */
+        conv_rows(b, n_in, &k, &pad, &rows, &phases);
     }
     const int32_t c_out = dim(b, MAX_CH), n_pad = n_in + 2 * pad, terms = k * c_in;
     const int32_t mode = GEMM_MODES[take8(b) % N_GEMM_MODES];
@@ -350,6 +361,40 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
     *out = (struct tensor){op->p[1], 0, rows, c_out, phases};
 }
 
+/* depthwise conv: p = x (halo rows included), y, w (c x k), bias, m, shift; i as har_int8.c dwconv */
+static void make_dwconv(struct bytes *b, struct pool *pl, const struct tensor *in, struct har_op *op,
+                        struct tensor *out) {
+    const int chained = chains(b, in, 0);
+    const int32_t n_in = chained ? in->rows : dim(b, MAX_ROWS), c = chained ? in->cols : dim(b, MAX_CH);
+    int32_t k, pad, rows, phases;
+    conv_rows(b, n_in, &k, &pad, &rows, &phases);
+    const int32_t n_pad = n_in + 2 * pad, zp_in = edgy(b, -128, 127), zp_out = edgy(b, -128, 127);
+    int32_t lo = edgy(b, -128, 127), hi = edgy(b, -128, 127);
+    if (lo > hi) {
+        const int32_t t = lo;
+        lo = hi, hi = t;
+    }
+    int8_t *x = grab(pl, (size_t)n_pad * (size_t)c);
+    fill_int8(b, x, (size_t)n_pad * (size_t)c); /* halo garbage: the kernel must overwrite it */
+    int8_input(b, in, chained, x + pad * c, (size_t)n_in * (size_t)c);
+    int8_t *w = grab(pl, (size_t)c * (size_t)k), *shift = grab(pl, (size_t)c);
+    fill_int8(b, w, (size_t)c * (size_t)k);
+    int32_t *bias = grab(pl, (size_t)c * sizeof(int32_t)), *m = grab(pl, (size_t)c * sizeof(int32_t));
+    fill_int32(b, bias, (size_t)c, INT32_MIN, INT32_MAX);
+    fill_int32(b, m, (size_t)c, 0, INT32_MAX);
+    for (int32_t ch = 0; ch < c; ch++) shift[ch] = (int8_t)edgy(b, -31, 30);
+    const int32_t ints[10] = {n_in, c, k, pad, rows, phases, zp_in, zp_out, lo, hi};
+    op->kind = HAR_DWCONV;
+    memcpy(op->i, ints, sizeof ints);
+    op->p[0] = x;
+    op->p[1] = grab(pl, (size_t)rows * (size_t)c);
+    op->p[2] = w;
+    op->p[3] = bias;
+    op->p[4] = m;
+    op->p[5] = shift;
+    *out = (struct tensor){op->p[1], 0, rows, c, phases};
+}
+
 static void make_maxpool(struct bytes *b, struct pool *pl, const struct tensor *in, struct har_op *op,
                          struct tensor *out) {
     const int chained = chains(b, in, 0);
@@ -414,7 +459,7 @@ static void make_dequantize(struct bytes *b, struct pool *pl, const struct tenso
 }
 
 typedef void (*make_fn)(struct bytes *, struct pool *, const struct tensor *, struct har_op *, struct tensor *);
-static const make_fn MAKERS[] = {make_quantize, make_gemm, make_maxpool, make_gap, make_dequantize};
+static const make_fn MAKERS[] = {make_quantize, make_gemm, make_maxpool, make_gap, make_dequantize, make_dwconv};
 enum { N_KINDS = sizeof MAKERS / sizeof MAKERS[0] };
 
 /* --- invariants (step 5) -------------------------------------------------------------------------- */
@@ -434,6 +479,7 @@ static int expected_rc(const struct har_op *op) {
     case HAR_MAXPOOL: return op->i[3] || HAR_WITH_MAXPOOL_STRIDED ? 0 : -1;
     case HAR_GAP: return 0;
     case HAR_DEQUANTIZE: return HAR_WITH_DEQUANTIZE ? 0 : -1;
+    case HAR_DWCONV: return HAR_WITH_DWCONV ? 0 : -1;
     default: return -1;
     }
 }
@@ -446,6 +492,16 @@ static void check_gemm(const struct har_op *op) {
         if (x[j] != zp_in || x[(pad + n_in) * c_in + j] != zp_in) fail("gemm halo rows do not hold zp_in");
     for (int32_t j = 0; j < rows * c_out; j++)
         if (y[j] < lo || y[j] > hi) fail("gemm output outside [act_min, act_max]");
+}
+
+static void check_dwconv(const struct har_op *op) {
+    const int32_t n_in = op->i[0], c = op->i[1], pad = op->i[3], rows = op->i[4], zp_in = op->i[6],
+                  lo = op->i[8], hi = op->i[9];
+    const int8_t *x = op->p[0], *y = op->p[1];
+    for (int32_t j = 0; j < pad * c; j++)
+        if (x[j] != zp_in || x[(pad + n_in) * c + j] != zp_in) fail("dwconv halo rows do not hold zp_in");
+    for (int32_t j = 0; j < rows * c; j++)
+        if (y[j] < lo || y[j] > hi) fail("dwconv output outside [act_min, act_max]");
 }
 
 static uint64_t fnv1a(const uint8_t *data, size_t size) {
@@ -467,12 +523,15 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     for (int32_t j = 0; j < n_ops; j++) {
         MAKERS[take8(&b) % N_KINDS](&b, &pl, &cur, &table[j], &cur);
         const int want = expected_rc(&table[j]), rc = har_op_run(&table[j]);
-        if (rc != want) fail(want ? "a kernel left out of the build ran" : "har_op_run refused a valid op");
+        if (rc != want)
+            fail(want ? "a kernel left out of the build ran" : "har_op_run refused a valid op");
         if (rc != 0) {
             cur.data = NULL; /* its output was never written */
             refused = refused < 0 ? j : refused;
         } else if (table[j].kind == HAR_GEMM) {
             check_gemm(&table[j]);
+        } else if (table[j].kind == HAR_DWCONV) {
+            check_dwconv(&table[j]);
         }
         gemm = gemm < 0 && table[j].kind == HAR_GEMM ? j : gemm;
     }

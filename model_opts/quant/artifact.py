@@ -7,6 +7,7 @@ scales kept for reference) are JSON in the safetensors metadata under its single
 keys, floats by `repr`; safetensors orders tensors by dtype and name, so the same program always gives
 the same bytes). Loading rebuilds the records and re-validates
 them; anything unreadable raises `BadDataError`.
+A depthwise conv is kind "dwconv1d" with the conv's fields (weight int8 (C, 1, K)).
 `weight_arrays` lists exactly the arrays a device stores: per conv/linear the int8 weight, int32 bias,
 int32 multiplier and int8 shift (shifts lie in [-31, 30]); the per-channel input quantizer; and the int8
 zero points / int32 pool multiplier as small arrays. The reference float scales are not included: the
@@ -25,12 +26,13 @@ from har.errors import BadDataError, DataNotFoundError
 from har.measure.artifact import TensorLife, chain_lifetimes
 from har.paths import atomic_write_bytes
 from model_opts.quant import intref
-from model_opts.quant.intref import (Conv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program, LinearInt8,
-                                     MaxPool1dInt8)
+from model_opts.quant.intref import (Conv1dInt8, DepthwiseConv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program,
+                                     LinearInt8, MaxPool1dInt8)
 
 FILE_NAME = "int8.safetensors"
 FORMAT = "har-memopt/int8-v1"
-_KIND = {Conv1dInt8: "conv1d", LinearInt8: "linear", MaxPool1dInt8: "maxpool1d", GlobalAvgPoolInt8: "global_avg_pool"}
+_KIND = {Conv1dInt8: "conv1d", LinearInt8: "linear", MaxPool1dInt8: "maxpool1d", GlobalAvgPoolInt8: "global_avg_pool",
+         DepthwiseConv1dInt8: "dwconv1d"}
 _ARRAY_FIELDS = ("weight", "bias", "multiplier", "shift", "weight_scale")
 
 
@@ -55,7 +57,7 @@ class Int8Artifact:
         arrays = {"input.inv_scale": p.input.inv_scale, "input.offset": p.input.offset,
                   "input.zero_point": np.array([p.input.zero_point], dtype=np.int8)}
         for i, op in enumerate(p.ops):
-            if isinstance(op, (Conv1dInt8, LinearInt8)):
+            if isinstance(op, (Conv1dInt8, DepthwiseConv1dInt8, LinearInt8)):
                 arrays[f"{i}.weight"] = op.weight
                 arrays[f"{i}.bias"] = op.bias
                 arrays[f"{i}.multiplier"] = op.multiplier

@@ -4,10 +4,11 @@ conversion to the integer-only `Int8Program`.
 The simulation mirrors `intref` op by op: the input is quantized per tensor in the normalised domain;
 each conv/linear uses per-output-channel symmetric weights (scale max|w| / 127, recomputed from the
 current weights on every forward), an int32-rounded bias of scale s_in * s_w, its fused ReLU, and a
-fake-quantized output; max-pool passes through; the global average pool is a mean followed by its own
-fake quantization. Gradients flow by the straight-through estimator (torch's fake-quantize kernels pass
-the gradient inside the range and zero it outside; the bias rounding passes it unchanged), which is what
-`qat` trains. Activation (scale, zero point) are buffers frozen at their calibrated values.
+fake-quantized output (a depthwise conv likewise, with F.conv1d groups=C and one weight scale per
+channel, and becomes `DepthwiseConv1dInt8`); max-pool passes through; the global average pool is a mean
+followed by its own fake quantization. Gradients flow by the straight-through estimator (torch's
+fake-quantize kernels pass the gradient inside the range and zero it outside; the bias rounding passes it
+unchanged), which is what `qat` trains. Activation (scale, zero point) are buffers frozen at their calibrated values.
 
 `to_program` derives the integers with the same float32 expressions as the simulation (w * (1/scale)
 rounded half-to-even, bias / (s_in * s_w) rounded), so integer weights are identical; the only remaining
@@ -29,9 +30,12 @@ from torch import nn
 from har.windows import Normalizer
 from model_opts.quant.fixedpoint import (INT8_MAX, INT8_MIN, INT32_MAX, INT32_MIN, mean_multiplier,
                                          quantize_multipliers)
-from model_opts.quant.graph import FloatConv1d, FloatGlobalAvgPool, FloatLinear, FloatMaxPool1d, FloatOp
-from model_opts.quant.intref import (Conv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program, LinearInt8,
-                                     MaxPool1dInt8)
+from model_opts.quant.graph import (FloatConv1d, FloatDepthwiseConv1d, FloatGlobalAvgPool, FloatLinear,
+                                    FloatMaxPool1d, FloatOp)
+from model_opts.quant.intref import (Conv1dInt8, DepthwiseConv1dInt8, GlobalAvgPoolInt8, InputQuant, Int8Program,
+                                     LinearInt8, MaxPool1dInt8)
+
+_KIND = {FloatConv1d: "conv", FloatDepthwiseConv1d: "dwconv", FloatLinear: "linear"}
 
 
 def fake_quant_act(x: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor) -> torch.Tensor:
@@ -71,10 +75,10 @@ class QuantSim(nn.Module):
         qp = iter(act_qparams)
         self._add_act("input", *next(qp))
         for i, op in enumerate(ops):
-            if isinstance(op, (FloatConv1d, FloatLinear)):
+            if type(op) in _KIND:
                 self.weights.append(nn.Parameter(torch.from_numpy(op.weight.copy())))
                 self.biases.append(nn.Parameter(torch.from_numpy(op.bias.copy())))
-                self.kinds.append("conv" if isinstance(op, FloatConv1d) else "linear")
+                self.kinds.append(_KIND[type(op)])
                 self.meta.append({"relu": op.relu, "padding": getattr(op, "padding", 0),
                                   "param": len(self.weights) - 1})
                 self._add_act(f"act{i}", *next(qp))
@@ -133,6 +137,8 @@ class QuantSim(nn.Module):
                 b_fq = b + (bias_int(b, in_scale, w_scale) * b_scale - b).detach()
                 if kind == "conv":
                     x = F.conv1d(x, w_fq, b_fq, padding=meta["padding"])
+                elif kind == "dwconv":
+                    x = F.conv1d(x, w_fq, b_fq, padding=meta["padding"], groups=w.shape[0])
                 else:
                     x = F.linear(self.dropout(x), w_fq, b_fq)
                 if meta["relu"]:
@@ -188,8 +194,9 @@ def to_program(sim: QuantSim) -> Int8Program:
                               multiplier=m, shift=sh, input_zero_point=cur_zp, output_zero_point=int(zp_out),
                               act_min=act_min, input_scale=float(cur_s), output_scale=float(s_out),
                               weight_scale=w_scale.double().numpy())
-                if kind == "conv":
-                    ops.append(Conv1dInt8(padding=int(meta["padding"]), **common))
+                if kind in ("conv", "dwconv"):
+                    cls = Conv1dInt8 if kind == "conv" else DepthwiseConv1dInt8
+                    ops.append(cls(padding=int(meta["padding"]), **common))
                     t = t + 2 * int(meta["padding"]) - w.shape[2] + 1
                 else:
                     ops.append(LinearInt8(**common))

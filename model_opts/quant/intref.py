@@ -18,6 +18,10 @@ An `Int8Program` is an input quantizer, a tuple of op records and the output qua
       q_out = clamp(zp_out + MultiplyByQuantizedMultiplier(acc, multiplier[c], shift[c]), act_min, act_max)
   multiplier/shift encode s_in * s_w[c] / s_out (`fixedpoint.quantize_multiplier`). A fused ReLU is
   act_min = zp_out (the quantized real zero); otherwise act_min = -128. act_max = 127.
+- `DepthwiseConv1dInt8` (MobileNet's depthwise conv, depth multiplier 1): int8 weight (C, 1, K), channel c
+  convolved with its own kernel only; otherwise exactly Conv1dInt8's rules (padding, zero points, bias,
+  per-channel requantization, clamps):
+      acc[c, t] = bias[c] + sum_k (q_in[c, t + k - padding] - zp_in) * w[c, 0, k]
 - `MaxPool1dInt8`: max over non-overlapping windows of `kernel` samples (a trailing remainder is dropped,
   like torch's floor mode). Max commutes with the monotonic quantization, so input and output share
   scale and zero point: no arithmetic at all.
@@ -36,7 +40,7 @@ Accumulator bound: |acc| <= C_in * K * 255 * 127 + |bias|, so `Int8Program.valid
 C_in * K > 65,793 (int32 overflow: 255 * 128 per term); int32 biases saturate when built.
 Vectorisation: im2col by `numpy.lib.stride_tricks.sliding_window_view` and an int32 `einsum`, in batches
 of `batch` windows to bound memory. No float appears between `quantize_input` and `dequantize_output`.
-Limits: op set of `har.model.CompactCNN1d` only (ReLU exists only fused into a conv/linear).
+Limits: op set of `har.model.CompactCNN1d` (standard or separable) only (ReLU exists only fused into a conv/linear).
 """
 from __future__ import annotations
 
@@ -76,6 +80,22 @@ class Conv1dInt8:
 
 
 @dataclass(frozen=True)
+class DepthwiseConv1dInt8:
+    weight: np.ndarray  # int8 (C, 1, K)
+    bias: np.ndarray  # int32 (C,)
+    multiplier: np.ndarray  # int32 (C,)
+    shift: np.ndarray  # int32 (C,)
+    padding: int
+    input_zero_point: int
+    output_zero_point: int
+    act_min: int
+    act_max: int = INT8_MAX
+    input_scale: float = 0.0
+    output_scale: float = 0.0
+    weight_scale: np.ndarray = field(default_factory=lambda: np.zeros(0))
+
+
+@dataclass(frozen=True)
 class LinearInt8:
     weight: np.ndarray  # int8 (C_out, C_in)
     bias: np.ndarray  # int32 (C_out,)
@@ -106,7 +126,8 @@ class GlobalAvgPoolInt8:
     output_scale: float = 0.0
 
 
-Int8Op = Conv1dInt8 | LinearInt8 | MaxPool1dInt8 | GlobalAvgPoolInt8
+Int8Op = Conv1dInt8 | DepthwiseConv1dInt8 | LinearInt8 | MaxPool1dInt8 | GlobalAvgPoolInt8
+_CONVS = (Conv1dInt8, DepthwiseConv1dInt8)
 
 
 @dataclass(frozen=True)
@@ -120,7 +141,9 @@ class Int8Program:
 
     def validate(self) -> "Int8Program":
         for op in self.ops:
-            if isinstance(op, (Conv1dInt8, LinearInt8)):
+            if isinstance(op, DepthwiseConv1dInt8) and (op.weight.ndim != 3 or op.weight.shape[1] != 1):
+                raise ValueError(f"a depthwise weight must be (C, 1, K), got {op.weight.shape}")
+            if isinstance(op, (*_CONVS, LinearInt8)):
                 terms = int(np.prod(op.weight.shape[1:]))
                 if terms > MAX_ACC_TERMS:
                     raise ValueError(f"layer with {terms} accumulated terms could overflow int32")
@@ -169,6 +192,17 @@ def conv1d_int8(op: Conv1dInt8, q: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(out.reshape(n, t_out, c_out).transpose(0, 2, 1))
 
 
+def dwconv1d_int8(op: DepthwiseConv1dInt8, q: np.ndarray) -> np.ndarray:
+    xs = q.astype(np.int32) - np.int32(op.input_zero_point)
+    if op.padding:
+        xs = np.pad(xs, ((0, 0), (0, 0), (op.padding, op.padding)))  # 0 == the input zero point
+    cols = sliding_window_view(xs, op.weight.shape[2], axis=2)  # (N, C, T_out, K), a view
+    acc = np.einsum("nctk,ck->nct", cols, op.weight[:, 0, :].astype(np.int32), optimize=False)
+    acc += op.bias[None, :, None]  # int32: wraps like the conv
+    return _requantize(acc, op.multiplier[None, :, None], op.shift[None, :, None], op.output_zero_point,
+                       op.act_min, op.act_max)
+
+
 def linear_int8(op: LinearInt8, q: np.ndarray) -> np.ndarray:
     xs = q.astype(np.int32) - np.int32(op.input_zero_point)
     acc = np.einsum("nc,oc->no", xs, op.weight.astype(np.int32), optimize=False) + op.bias[None, :]
@@ -189,7 +223,8 @@ def global_avg_pool_int8(op: GlobalAvgPoolInt8, q: np.ndarray) -> np.ndarray:
     return _requantize(s, op.multiplier, op.shift, op.output_zero_point, INT8_MIN, INT8_MAX)
 
 
-_KERNELS = {Conv1dInt8: conv1d_int8, LinearInt8: linear_int8, MaxPool1dInt8: maxpool1d_int8,
+_KERNELS = {Conv1dInt8: conv1d_int8, DepthwiseConv1dInt8: dwconv1d_int8, LinearInt8: linear_int8,
+            MaxPool1dInt8: maxpool1d_int8,
             GlobalAvgPoolInt8: global_avg_pool_int8}
 
 
@@ -221,7 +256,7 @@ def macs_per_window(prog: Int8Program) -> int:
     """Multiply-accumulates of conv and linear layers for one window (as `TorchArtifact` counts them)."""
     t, macs = prog.length, 0
     for op in prog.ops:
-        if isinstance(op, Conv1dInt8):
+        if isinstance(op, _CONVS):  # depthwise: C * K * T_out (its weight is (C, 1, K))
             t = t + 2 * op.padding - op.weight.shape[2] + 1
             macs += t * int(np.prod(op.weight.shape))
         elif isinstance(op, LinearInt8):
@@ -241,6 +276,9 @@ def tensor_shapes(prog: Int8Program) -> list[tuple[str, tuple[int, ...]]]:
         if isinstance(op, Conv1dInt8):
             c, t = op.weight.shape[0], t + 2 * op.padding - op.weight.shape[2] + 1
             shapes.append((f"{i}.conv1d", (c, t)))
+        elif isinstance(op, DepthwiseConv1dInt8):
+            t = t + 2 * op.padding - op.weight.shape[2] + 1
+            shapes.append((f"{i}.dwconv1d", (c, t)))
         elif isinstance(op, MaxPool1dInt8):
             t //= op.kernel
             shapes.append((f"{i}.maxpool1d", (c, t)))

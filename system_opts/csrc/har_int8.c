@@ -27,6 +27,9 @@
 #ifndef HAR_WITH_DECODE
 #define HAR_WITH_DECODE 0
 #endif
+#ifndef HAR_WITH_DWCONV
+#define HAR_WITH_DWCONV 0
+#endif
 #if HAR_WITH_DECODE
 #include "har_decode.h"
 #endif
@@ -300,6 +303,46 @@ static int gemm(const struct har_op *op) {
 }
 #endif
 
+/* Depthwise Conv1d (depth multiplier 1: output channel ch reads input channel ch only) on channel-last
+ * int8 rows, the first op of MobileNet's separable block.
+ * i: n_in (rows of the unpadded input), c (channels in == out), k, pad, rows_out (rows computed), phases,
+ *    zp_in, zp_out, act_min, act_max
+ * p: x (first halo row: pad rows of zp_in, n_in rows, pad rows), y, w (c x k, one row per channel),
+ *    bias, m, shift (int8)
+ *   acc = bias[ch] + sum_kk (x[t + kk][ch] - zp_in) * w[ch][kk]      (exact: |sum| <= k * 255 * 128)
+ * Halo rows are written with zp_in first and output row t lands phase-major, exactly as in gemm.
+ * Cost: k MACs per output byte, a simple loop (correctness first): on a Cortex-M4 about 5-6 cycles per
+ * MAC (two LDRSB, one of them strided by c, SUB, MLA; no SMLAD pairing) against ~1.3 for the im2col16
+ * gemm, but a depthwise layer has 1 / c_out of a dense conv's MACs, so the pointwise gemm after it
+ * still dominates. */
+#if HAR_WITH_DWCONV
+static void dwconv(const struct har_op *op) {
+    const int32_t n_in = op->i[0], c = op->i[1], k = op->i[2], pad = op->i[3], rows = op->i[4],
+                  phases = op->i[5], zp_in = op->i[6], zp_out = op->i[7], lo = op->i[8], hi = op->i[9];
+    int8_t *x = op->p[0], *y = op->p[1];
+    const int8_t *restrict w = op->p[2];
+    const int8_t *shift = op->p[5];
+    const int32_t *bias = op->p[3], *m = op->p[4];
+    const int32_t per = rows / phases;
+    for (int32_t j = 0; j < pad * c; j++) { /* other buffers share the halo bytes between inferences */
+        x[j] = (int8_t)zp_in;
+        x[(pad + n_in) * c + j] = (int8_t)zp_in;
+    }
+    for (int32_t ph = 0; ph < phases; ph++)
+        for (int32_t r = 0; r < per; r++) {
+            const int8_t *restrict row = x + (ph + phases * r) * c;
+            int8_t *out = y + (ph * per + r) * c;
+            for (int32_t ch = 0; ch < c; ch++) {
+                const int8_t *restrict wc = w + ch * k;
+                int32_t a = 0;
+                for (int32_t kk = 0; kk < k; kk++)
+                    a += (int32_t)(int16_t)(row[kk * c + ch] - zp_in) * (int32_t)wc[kk];
+                out[ch] = output(a, bias[ch], m[ch], shift[ch], zp_out, lo, hi);
+            }
+        }
+}
+#endif
+
 /* i: rows_out, channels, kernel, phase_major; p: x, y.  Phase-major input: y is x's first block and
  * y[r] = max_j x[j * rows_out + r] in place; otherwise y[t] = max_j x[t * kernel + j]. */
 static int maxpool(const struct har_op *op) {
@@ -383,6 +426,9 @@ int har_op_run(const struct har_op *op) {
 #endif
 #if HAR_WITH_DECODE
     case HAR_DECODE: return har_decode_op(op);
+#endif
+#if HAR_WITH_DWCONV
+    case HAR_DWCONV: dwconv(op); return 0;
 #endif
     default: return -1;
     }

@@ -3,7 +3,8 @@
 #define HAR_INT8_H
 #include <stdint.h>
 
-enum { HAR_QUANTIZE = 0, HAR_GEMM = 1, HAR_MAXPOOL = 2, HAR_GAP = 3, HAR_DEQUANTIZE = 4, HAR_DECODE = 5 };
+enum { HAR_QUANTIZE = 0, HAR_GEMM = 1, HAR_MAXPOOL = 2, HAR_GAP = 3, HAR_DEQUANTIZE = 4, HAR_DECODE = 5,
+       HAR_DWCONV = 6 };
 /* gemm loop orders (i[11]); every one computes the same integers */
 enum { HAR_GEMM_DOT = 0, HAR_GEMM_TIME_MAJOR = 1, HAR_GEMM_IM2COL16 = 2, HAR_GEMM_CSR = 3 };
 

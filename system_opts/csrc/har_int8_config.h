@@ -8,6 +8,7 @@
 #define HAR_WITH_GEMM_IM2COL16 1
 #define HAR_WITH_GEMM_CSR 1
 #define HAR_WITH_MAXPOOL_STRIDED 1
+#define HAR_WITH_DWCONV 1
 /* har_decode.c is not in the host build yet */
 #define HAR_WITH_DECODE 0
 #endif

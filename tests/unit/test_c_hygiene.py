@@ -132,13 +132,20 @@ def test_cli_exit_codes(tmp_path: Path, capsys: pytest.CaptureFixture):
         hygiene.run_fuzz(10, seed=-1)
 
 
-# no arithmetic, only what the fuzzer's invariants check, and one bug (line 13): libFuzzer stops at its
-# first finding, so no other may come first
+# no arithmetic, only what the fuzzer's invariants check, and one bug (the global pool writes one byte past its
+# output): libFuzzer stops at its first finding, so no other may come first
 FAKE_KERNEL = """#include <string.h>
 #include "har_int8.h"
 int har_op_run(const struct har_op *op) {
-    if (op->kind < HAR_QUANTIZE || op->kind > HAR_DEQUANTIZE) return -1;
-    if (op->kind == HAR_GEMM && (op->i[11] < HAR_GEMM_DOT || op->i[11] > HAR_GEMM_IM2COL16)) return -1;
+    if (op->kind < HAR_QUANTIZE || op->kind > HAR_DWCONV || op->kind == HAR_DECODE) return -1;
+    if (op->kind == HAR_GEMM && (op->i[11] < HAR_GEMM_DOT || op->i[11] > HAR_GEMM_CSR)) return -1;
+    if (op->kind == HAR_DWCONV) {  /* i: n_in, c, k, pad, rows, phases, zp_in, zp_out, lo: halo and output */
+        int8_t *x = op->p[0];
+        memset(x, op->i[6], (size_t)(op->i[3] * op->i[1]));
+        memset(x + (op->i[3] + op->i[0]) * op->i[1], op->i[6], (size_t)(op->i[3] * op->i[1]));
+        memset(op->p[1], op->i[8], (size_t)(op->i[4] * op->i[1]));
+        return 0;
+    }
     if (op->kind == HAR_GEMM) {
         const int32_t n_in = op->i[0], c_in = op->i[1], pad = op->i[3];
         int8_t *x = op->p[0];
@@ -169,7 +176,8 @@ def test_libfuzzer_engine_catches_a_planted_bug(tmp_path: Path):
     (tmp_path / "har_int8.c").write_text(FAKE_KERNEL)
     res = hygiene.run_libfuzzer(5000, seed=0, kernel_dir=tmp_path)
     assert res.findings == 1 and 0 < res.runs <= 5000
-    assert "heap-buffer-overflow" in res.first_error and res.sites == ("har_int8.c:13",)
+    planted = 1 + next(i for i, line in enumerate(FAKE_KERNEL.splitlines()) if "HAR_GAP)" in line)
+    assert "heap-buffer-overflow" in res.first_error and res.sites == (f"har_int8.c:{planted}",)
 
 
 def test_libfuzzer_runs_the_real_target_without_findings():
