@@ -229,8 +229,8 @@ class Runner:
     def breakeven(self) -> None:
         """Full runs: the break-even sparsity of sparse storage on the firmware (`firmware.breakeven`), on
         fold 0's int8 program (the int8 variant's, re-loaded from the stage cache)."""
-        if not self.s.firmware or self.s.quick or "int8" not in self.configs:
-            return
+        if not self.s.firmware or self.s.quick or not {"int8", "sparse"} <= set(self.configs):
+            return  # the sparse variant's context: a run that has it
         from firmware import breakeven, toolchain
         from firmware.preprocess import to_counts
         from hybrid.device import int8_program_of
@@ -250,8 +250,8 @@ class Runner:
         self.write_run_json("running")
 
     def forest(self) -> None:
-        if not self.s.firmware or self.s.quick:
-            return
+        if not self.s.firmware or self.s.quick or "hybrid" not in self.configs:
+            return  # the hybrid's classical peer: runs that measure the hybrid
         from hybrid.device import forest_peer
         with self._stage("forest-firmware"):
             self.state.forest = forest_peer(self)
