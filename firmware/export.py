@@ -175,7 +175,8 @@ def _kernel_config(dev: DeviceProgram) -> str:
     modes = {r.ints[11] for r in dev.records if r.kind == 1}
     strided = any(r.kind == 2 and r.ints[3] == 0 for r in dev.records)
     flags = {"QUANTIZE": False, "DEQUANTIZE": False, "GEMM_DOT": 0 in modes, "GEMM_TIME_MAJOR": 1 in modes,
-             "GEMM_IM2COL16": 2 in modes, "GEMM_CSR": 3 in modes, "MAXPOOL_STRIDED": strided,
+             "GEMM_IM2COL16": 2 in modes, "GEMM_CSR": 3 in modes, "GEMM_PALETTE4": 4 in modes,
+             "MAXPOOL_STRIDED": strided,
              "DECODE": any(r.kind == 5 for r in dev.records)}
     if any(r.kind == 6 for r in dev.records):  # only then: a model without it keeps its exported bytes
         flags["DWCONV"] = True

@@ -165,6 +165,10 @@ def device_program(int8_program, target: str = "cortex-m4", storage: WeightStora
                 member = w_ref[1]
                 w_ref = ("weight", f"{member}_val")
                 extra = (("weight", f"{member}_row_ptr"), ("weight", f"{member}_col"))
+            elif layer is not None and layer.format == "palette-direct":  # p[2] indices, p[6] codebook
+                member = w_ref[1]
+                w_ref = ("weight", f"{member}_z")
+                extra = (("weight", f"{member}_codebook"),)
             ptrs = (at(op.input, pad), at(op.output), w_ref, *weights[1:], *extra)
             records.append(OpRecord(op.name, KIND["gemm"], tuple(int(v) for v in ints), ptrs))
         elif op.kind == "dwconv1d_q":  # har_int8.c dwconv; its weight (C, K) is stored dense on every target
@@ -196,8 +200,8 @@ def device_program(int8_program, target: str = "cortex-m4", storage: WeightStora
 
 
 def _mode(layers: dict, i: int, dense_mode: int) -> int:
-    layer = layers.get(i)
-    return 3 if layer is not None and layer.format == "csr" else dense_mode  # har_int8.h HAR_GEMM_CSR
+    fmt = getattr(layers.get(i), "format", "dense")
+    return {"csr": 3, "palette-direct": 4}.get(fmt, dense_mode)  # har_int8.h HAR_GEMM_CSR, HAR_GEMM_PALETTE4
 
 
 def _gemm_matrix(flat: FlatProgram, op: FlatOp) -> np.ndarray:

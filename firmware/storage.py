@@ -11,12 +11,15 @@ turns it into one layer's `LayerStorage`:
   planner sees the decoded weights as a tensor live for the gemm's op only: flash goes down by the
   encoding's saving, RAM up by the largest decoded layer (shared by all layers), instructions up by the
   decoding — each measured on the ELF and in emulation, never estimated.
+- "palette-direct": the clustered layer's 4-bit indices and codebook stay in flash and the gemm's fifth
+  loop order (HAR_GEMM_PALETTE4) reads `codebook[index]` term by term: flash down as for "palette", no
+  arena slot and no decoder, more instructions per MAC than the dense orders. Encodes the dot-order matrix.
 - "csr": the gemm's fourth loop order (HAR_GEMM_CSR) reads row pointers, column indices and nonzero values
   straight from flash: no arena slot, instructions proportional to the nonzeros. The dense (dot-order)
   matrix is encoded, so the layer runs the CSR order whatever the target's dense order is.
 - "auto": per layer, the format with the fewest stored bytes among dense, palette (<= 16 distinct values),
-  bitmask, huffman, huffman-palette (ties: that order); CSR is only taken when asked for, as it changes the
-  loop order and so the instructions, not only the bytes.
+  bitmask, huffman, huffman-palette (ties: that order); CSR and palette-direct are only taken when asked for,
+  as they change the loop order and so the instructions, not only the bytes.
 Limits: a palette needs <= 16 distinct values in the stored array (padding zeros included: clustering
 pins a centroid at 0 for this reason); huffman's decoder tables cost 32 bytes + one per used symbol, so
 it loses on small layers — "auto" sees that.
@@ -29,7 +32,7 @@ import numpy as np
 
 from har.errors import BadDataError, BadOptionError
 
-FORMATS = ("dense", "palette", "huffman", "huffman-palette", "bitmask", "csr", "auto")
+FORMATS = ("dense", "palette", "palette-direct", "huffman", "huffman-palette", "bitmask", "csr", "auto")
 DECODE_FORMAT_ID = {"palette": 1, "huffman": 2, "huffman-palette": 2, "bitmask": 3}  # har_decode.h i[0]
 _AUTO_ORDER = ("dense", "palette", "bitmask", "huffman", "huffman-palette")
 
@@ -95,6 +98,16 @@ def _csr(dense_2d: np.ndarray) -> LayerStorage:
     return LayerStorage("csr", arrays, int(dense_2d.size), int(csr.csr_bytes(c)))
 
 
+def _palette_direct(dense_2d: np.ndarray) -> LayerStorage:
+    from model_opts.compress import palette
+    codebook, index = palette.build_codebook(dense_2d.reshape(-1))
+    z = np.frombuffer(palette.pack_indices(index, 4), dtype=np.uint8).copy()
+    if not np.array_equal(codebook[palette.unpack_indices(z.tobytes(), 4, dense_2d.size)], dense_2d.reshape(-1)):
+        raise BadDataError("palette-direct: encoding does not round-trip")
+    return LayerStorage("palette-direct", (("z", z), ("codebook", np.asarray(codebook, np.int8))),
+                        int(dense_2d.size), int(z.size + codebook.size), bits_per_weight=4.0)
+
+
 def _palette_ok(values: np.ndarray) -> bool:
     return len(np.unique(values)) <= 16
 
@@ -108,9 +121,11 @@ def layer_plan(values: np.ndarray, dense_2d: np.ndarray, storage: WeightStorage)
         return dense
     if fmt == "csr":
         return _csr(dense_2d)
-    if fmt in ("palette", "huffman-palette") and not _palette_ok(values):
+    if fmt in ("palette", "palette-direct", "huffman-palette") and not _palette_ok(values):
         raise BadDataError(f"{fmt}: a layer has {len(np.unique(values))} distinct weight values (a palette "
                            "holds at most 16; cluster the model first)")
+    if fmt == "palette-direct":
+        return _palette_direct(dense_2d)
     if fmt != "auto":
         return _encoded(values, fmt)
     options = [dense]

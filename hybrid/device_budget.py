@@ -2,7 +2,8 @@
 `--flash-kib F` and `--ram-kib R` (ELF figures, RAM including the painted stack).
 
 Grid: CNN widths x structured-pruning ratio x recipe, where a recipe combines the model-centric techniques
-(`RECIPES`): PTQ or QAT, QAT + Huffman-coded weights, weight clustering (k = 16, palette storage), 90 %
+(`RECIPES`): PTQ or QAT, QAT + Huffman-coded weights, weight clustering (k = 16, palette storage decoded
+into the arena, or read directly by the palette gemm), 90 %
 unstructured sparsity (CSR storage and the sparse gemm), and knowledge distillation in place of pruning
 (the same student widths, trained against the fold's baseline) with QAT or clustering.
 Steps of `search(cfg, runner, out)`:
@@ -42,9 +43,11 @@ RECIPES: dict[str, tuple[str, tuple[Step, ...]]] = {
     "qat": ("dense", (QuantStep(methods=("qat",)),)),
     "qat+huffman": ("huffman", (QuantStep(methods=("qat",)), EncodeStep("huffman"))),
     "cluster16": ("palette", (ClusterStep(k=16), EncodeStep("palette"))),
+    "cluster16-direct": ("palette-direct", (ClusterStep(k=16), EncodeStep("palette-direct"))),
     "sparse90": ("csr", (SparseStep(target=0.9), EncodeStep("csr"))),
     "kd+qat": ("dense", (QuantStep(methods=("qat",)),)),
     "kd+cluster16": ("palette", (ClusterStep(k=16), EncodeStep("palette"))),
+    "kd+cluster16-direct": ("palette-direct", (ClusterStep(k=16), EncodeStep("palette-direct"))),
 }
 COLUMNS = ("widths", "ratio", "recipe", "storage", "pruned_widths", "flash_bytes", "ram_bytes", "sized_by",
            "fits", "trained", "measured_flash_bytes", "measured_ram_bytes", "val_accuracy", "test_accuracy",
@@ -88,7 +91,7 @@ def _structured(prog, storage: str):
     for op in prog.ops:
         if isinstance(op, (Conv1dInt8, LinearInt8)):
             w = op.weight.astype(np.int32)
-            if storage == "palette":  # 16 levels, 0 among them: the palette's 4 bits whatever the values
+            if storage.startswith("palette"):  # 16 levels, 0 among them: the palette's 4 bits whatever the values
                 w = np.clip(np.round(w / 17.0), -7, 8) * 15
             elif storage == "csr":  # the 90 % smallest magnitudes of the layer zeroed
                 flat = np.abs(w).reshape(-1)

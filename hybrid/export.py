@@ -25,7 +25,7 @@ from har.windows import WindowConfig
 from firmware.preprocess import SampleFormat
 from firmware.program import TARGETS
 
-EXPORTABLE = ("int8", "model-all", "clustered", "huffman", "sparse", "distilled", "student", "separable",
+EXPORTABLE = ("int8", "model-all", "clustered", "clustered-direct", "huffman", "sparse", "distilled", "student", "separable",
               "hybrid")
 
 

@@ -111,6 +111,9 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
     _p("clustered", "model", "pruned (0.7), then int8 with 16 shared weight values per layer (k-means, one pinned "
        "at 0; fine-tuned with tied weights); firmware stores 4-bit palette indices, decoded into the arena",
        _PRUNE, ClusterStep(k=16), EncodeStep("palette"), _POOL),
+    _p("clustered-direct", "model", "the clustered variant's program with its 4-bit indices and codebook read "
+       "straight from flash by the palette gemm (no decoder, no arena slot)", _PRUNE, ClusterStep(k=16),
+       EncodeStep("palette-direct"), _POOL),
     _p("huffman", "model", "Deep Compression's chain: the clustered variant's program with its palette indices "
        "Huffman-coded per layer (canonical codes), decoded into the arena right before each layer", _PRUNE,
        ClusterStep(k=16), EncodeStep("huffman-palette"), _POOL),

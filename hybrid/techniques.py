@@ -23,7 +23,8 @@ from __future__ import annotations
 import numpy as np
 
 # variant -> (dense reference variant, what is compared)
-TECHNIQUES = {"clustered": ("model-all", "weight clustering, k = 16"), "huffman": ("clustered", "Huffman coding of the palette indices"),
+TECHNIQUES = {"clustered": ("model-all", "weight clustering, k = 16 (decoded into the arena)"),
+              "clustered-direct": ("model-all", "weight clustering, k = 16 (codebook[index] read by the gemm)"), "huffman": ("clustered", "Huffman coding of the palette indices"),
               "sparse": ("int8", "90 % unstructured sparsity"), "distilled": ("student", "knowledge distillation"),
               "student": ("model-all", "student trained alone (the KD control)"),
               "separable": ("int8", "depthwise-separable convolutions"),

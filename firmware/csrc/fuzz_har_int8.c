@@ -30,7 +30,9 @@
  *   (n_in + 2 pad) * c_in + 4; weights ceil(c_out / 2) * 2 * tp bytes, tp = k * c_in rounded up to a
  *   multiple of 4: channel pairs interleaved by quads stored w0, w2, w1, w3, zero beyond k * c_in and
  *   in the row after an odd last channel), HAR_GEMM_CSR (p[2] the nonzero values, p[6] uint16 row_ptr of
- *   c_out + 1 non-decreasing offsets from 0, p[7] uint16 column of each value, < k * c_in);
+ *   c_out + 1 non-decreasing offsets from 0, p[7] uint16 column of each value, < k * c_in),
+ *   HAR_GEMM_PALETTE4 (p[2] ceil(c_out * k * c_in / 2) bytes of 4-bit indices < the codebook size,
+ *   p[6] that codebook, 1..16 int8);
  *   k >= 1, pad >= 0, 1 <= phases, rows_out a multiple of phases and rows_out <= n_in + 2 pad - k + 1;
  *   k * c_in <= 65,793 (255 * 128 * k * c_in must fit int32; intref refuses > 66,000 with |w| <= 127);
  *   Linear form: n_in 1, k 1, pad 0, rows_out 1, phases 1;
@@ -89,6 +91,9 @@
 #endif
 #ifndef HAR_WITH_GEMM_CSR
 #define HAR_WITH_GEMM_CSR 0
+#endif
+#ifndef HAR_WITH_GEMM_PALETTE4
+#define HAR_WITH_GEMM_PALETTE4 0
 #endif
 #ifndef HAR_WITH_DWCONV
 #define HAR_WITH_DWCONV 0
@@ -277,7 +282,8 @@ static void conv_rows(struct bytes *b, int32_t n_in, int32_t *k, int32_t *pad, i
 }
 
 /* every gemm loop order of har_int8.h (i[11]); each needs its own scratch (p[6], p[7]) */
-static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM_IM2COL16, HAR_GEMM_CSR};
+static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM_IM2COL16, HAR_GEMM_CSR,
+                                     HAR_GEMM_PALETTE4};
 enum { N_GEMM_MODES = sizeof GEMM_MODES / sizeof GEMM_MODES[0] };
 
 static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in, struct har_op *op,
@@ -357,6 +363,17 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
         op->p[2] = val;
         op->p[6] = row_ptr;
         op->p[7] = col;
+    } else if (mode == HAR_GEMM_PALETTE4) {
+        /* exactly the index bytes and codebook entries the layer has: ASan sees any read beyond */
+        const int32_t k_cb = 1 + (int32_t)(take8(b) % 16);
+        const size_t n_idx = ((size_t)c_out * (size_t)terms + 1) / 2;
+        uint8_t *idx = grab(pl, n_idx);
+        for (size_t j = 0; j < n_idx; j++)
+            idx[j] = (uint8_t)(take8(b) % (uint32_t)k_cb | (take8(b) % (uint32_t)k_cb) << 4);
+        int8_t *cb = grab(pl, (size_t)k_cb);
+        fill_int8(b, cb, (size_t)k_cb);
+        op->p[2] = idx;
+        op->p[6] = cb;
     }
     *out = (struct tensor){op->p[1], 0, rows, c_out, phases};
 }
@@ -474,6 +491,7 @@ static int expected_rc(const struct har_op *op) {
         case HAR_GEMM_TIME_MAJOR: return HAR_WITH_GEMM_TIME_MAJOR ? 0 : -1;
         case HAR_GEMM_IM2COL16: return HAR_WITH_GEMM_IM2COL16 ? 0 : -1;
         case HAR_GEMM_CSR: return HAR_WITH_GEMM_CSR ? 0 : -1;
+        case HAR_GEMM_PALETTE4: return HAR_WITH_GEMM_PALETTE4 ? 0 : -1;
         default: return -1;
         }
     case HAR_MAXPOOL: return op->i[3] || HAR_WITH_MAXPOOL_STRIDED ? 0 : -1;
@@ -545,7 +563,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
     if (har_op_run(&bad) != -1 || har_run(&bad, 1) != -1) fail("an unknown kind was not refused with -1");
     if (gemm >= 0) { /* an unknown loop order too (the halo it writes first is the op's own) */
         bad = table[gemm];
-        bad.i[11] = take8(&b) % 2 ? 4 + (int32_t)take8(&b) : -1 - (int32_t)take8(&b);
+        bad.i[11] = take8(&b) % 2 ? 5 + (int32_t)take8(&b) : -1 - (int32_t)take8(&b);
         if (har_op_run(&bad) != -1) fail("an unknown gemm mode was not refused with -1");
     }
     release(&pl);

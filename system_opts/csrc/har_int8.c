@@ -24,6 +24,9 @@
 #ifndef HAR_WITH_GEMM_CSR
 #define HAR_WITH_GEMM_CSR 0
 #endif
+#ifndef HAR_WITH_GEMM_PALETTE4
+#define HAR_WITH_GEMM_PALETTE4 0
+#endif
 #ifndef HAR_WITH_DECODE
 #define HAR_WITH_DECODE 0
 #endif
@@ -189,12 +192,17 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  *   that is ~1.3x a dense term, plus two row_ptr loads per channel: csr beats dot below ~75 % density,
  *   but the M4's im2col16 (SMLAD, 2 x 2 blocks, ~1.3 cycles per MAC) only below ~12 %, about where 90 %
  *   sparsity lands; there its gain is the weight bytes: 2 (c_out + 1) + 3 nnz instead of c_out * terms.
+ * - palette4: the dot order reading clustered weights straight from flash: p[2] the 4-bit codebook index
+ *   of every term of the (c_out x k*c_in) dot-order matrix, two per byte, low nibble first; p[6] the
+ *   layer's codebook (16 int8, entries past k unused). No arena slot (decoding the layer into RAM is the
+ *   HAR_DECODE op's alternative); per term one more load and a shift/mask than dot.
  *   Folding zp_in into the bias (TFLite's way) would save the SUB but change the stored bias: not done,
  *   so the op record is the dot mode's but for the three pointers.
  * (x - zp_in) * w fits int16 * int16 in all four.
  * Output row t lands at (t % phases) * (rows_out / phases) + t / phases: phase-major for an in-place
  * max pool of kernel `phases` after it. */
-#if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16 || HAR_WITH_GEMM_CSR)
+#if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16 || HAR_WITH_GEMM_CSR || \
+      HAR_WITH_GEMM_PALETTE4)
 static int gemm(const struct har_op *op) {
     (void)op;
     return -1; /* a build without any gemm loop order */
@@ -270,6 +278,27 @@ static int gemm(const struct har_op *op) {
                     const int8_t *restrict vj = w + row_ptr[c];
                     int32_t a = 0;
                     while (cj < ce) a += (int32_t)(int16_t)(row[*cj++] - zp_in) * (int32_t)*vj++;
+                    out[c] = output(a, bias[c], m[c], shift[c], zp_out, lo, hi);
+                }
+            }
+        return 0;
+    }
+#endif
+#if HAR_WITH_GEMM_PALETTE4
+    if (mode == HAR_GEMM_PALETTE4) {
+        const uint8_t *restrict idx = op->p[2]; /* p[2] holds indices here, not the int8 w */
+        const int8_t *restrict cb = op->p[6];
+        (void)w;
+        for (int32_t ph = 0; ph < phases; ph++)
+            for (int32_t r = 0; r < per; r++) {
+                const int8_t *restrict row = x + (ph + phases * r) * c_in;
+                int8_t *out = y + (ph * per + r) * c_out;
+                for (int32_t c = 0; c < c_out; c++) {
+                    int32_t a = 0;
+                    for (int32_t j = 0, q = c * terms; j < terms; j++, q++) {
+                        const int32_t wv = cb[(idx[q >> 1] >> ((q & 1) << 2)) & 15];
+                        a += (int32_t)(int16_t)(row[j] - zp_in) * wv;
+                    }
                     out[c] = output(a, bias[c], m[c], shift[c], zp_out, lo, hi);
                 }
             }

@@ -6,7 +6,7 @@
 enum { HAR_QUANTIZE = 0, HAR_GEMM = 1, HAR_MAXPOOL = 2, HAR_GAP = 3, HAR_DEQUANTIZE = 4, HAR_DECODE = 5,
        HAR_DWCONV = 6 };
 /* gemm loop orders (i[11]); every one computes the same integers */
-enum { HAR_GEMM_DOT = 0, HAR_GEMM_TIME_MAJOR = 1, HAR_GEMM_IM2COL16 = 2, HAR_GEMM_CSR = 3 };
+enum { HAR_GEMM_DOT = 0, HAR_GEMM_TIME_MAJOR = 1, HAR_GEMM_IM2COL16 = 2, HAR_GEMM_CSR = 3, HAR_GEMM_PALETTE4 = 4 };
 
 /* One op: its kind, integer attributes, float attributes and pointers to its buffers (arena) and arrays
  * (weights). The meaning of every slot is documented at the kernel in har_int8.c. */

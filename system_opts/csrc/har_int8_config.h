@@ -7,6 +7,7 @@
 #define HAR_WITH_GEMM_TIME_MAJOR 1
 #define HAR_WITH_GEMM_IM2COL16 1
 #define HAR_WITH_GEMM_CSR 1
+#define HAR_WITH_GEMM_PALETTE4 1
 #define HAR_WITH_MAXPOOL_STRIDED 1
 #define HAR_WITH_DWCONV 1
 /* har_decode.c is not in the host build yet */

@@ -27,7 +27,7 @@ def results(trained, device_counts, tmp_path_factory):
     return {fmt: measure_firmware(prog, w.config, counts, w.y[test], out / fmt,
                                   FirmwareConfig(n_count_windows=2, n_stream_windows=2, tflm=False,
                                                  storage=WeightStorage(fmt)))
-            for fmt in ("dense", "palette", "huffman", "csr")}
+            for fmt in ("dense", "palette", "palette-direct", "huffman", "csr")}
 
 
 def test_every_format_is_bit_exact_on_both_boards(results):
@@ -53,6 +53,9 @@ def test_decoding_trades_flash_for_arena_and_instructions(results):
         csr = results["csr"].targets[target]
         assert csr.flash["decoder_code"] == 0 and csr.flash["weights"] < dense.flash["weights"]
         assert csr.ram["arena"] <= dense.ram["arena"]
+        direct, decoded = results["palette-direct"].targets[target], results["palette"].targets[target]
+        assert direct.flash["decoder_code"] == 0 and direct.flash["weights"] < dense.flash["weights"]
+        assert direct.ram["arena"] <= dense.ram["arena"] < decoded.ram["arena"]  # the clustering's RAM cost gone
         # 90 % zeros: the sparse gemm skips them, the dense loop orders cannot
         assert csr.instructions_per_inference < dense.instructions_per_inference, target
 

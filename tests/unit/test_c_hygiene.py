@@ -138,7 +138,7 @@ FAKE_KERNEL = """#include <string.h>
 #include "har_int8.h"
 int har_op_run(const struct har_op *op) {
     if (op->kind < HAR_QUANTIZE || op->kind > HAR_DWCONV || op->kind == HAR_DECODE) return -1;
-    if (op->kind == HAR_GEMM && (op->i[11] < HAR_GEMM_DOT || op->i[11] > HAR_GEMM_CSR)) return -1;
+    if (op->kind == HAR_GEMM && (op->i[11] < HAR_GEMM_DOT || op->i[11] > HAR_GEMM_PALETTE4)) return -1;
     if (op->kind == HAR_DWCONV) {  /* i: n_in, c, k, pad, rows, phases, zp_in, zp_out, lo: halo and output */
         int8_t *x = op->p[0];
         memset(x, op->i[6], (size_t)(op->i[3] * op->i[1]));

@@ -74,11 +74,12 @@ def test_decoded_weights_are_planned_tensors_and_flash_shrinks(case, target):
         slots = sum(layer.n_values + 3 for _, layer in dev.layers)
         assert dense.arena_bytes < dev.arena_bytes <= dense.arena_bytes + slots
         assert len(dev.blob_bytes()) < len(dense.blob_bytes()), fmt  # flash down
-    csr = device_program(prog, target, WeightStorage("csr"))
-    gemms = [r for r in csr.records if r.kind == 1]
-    assert all(r.ints[11] == 3 for r in gemms) and not any(r.kind == 5 for r in csr.records)
-    assert csr.arena_bytes <= dense.arena_bytes  # no scratch, no decoded weights
-    assert len(csr.blob_bytes()) < len(dense.blob_bytes())
+    for fmt, mode in (("csr", 3), ("palette-direct", 4)):  # read from flash by their own gemm loop order
+        dev = device_program(prog, target, WeightStorage(fmt))
+        gemms = [r for r in dev.records if r.kind == 1]
+        assert all(r.ints[11] == mode for r in gemms) and not any(r.kind == 5 for r in dev.records)
+        assert dev.arena_bytes <= dense.arena_bytes  # no scratch, no decoded weights
+        assert len(dev.blob_bytes()) < len(dense.blob_bytes())
 
 
 def test_auto_takes_the_fewest_stored_bytes_per_layer(case):

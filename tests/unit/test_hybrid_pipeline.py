@@ -20,8 +20,8 @@ from hybrid import (PRESETS, VARIANTS, CascadeStep, ContrastiveStep, FoldContext
 from hybrid.steps import FINAL, FP32, INT8, MLP, step_from_dict
 
 REQUIRED = ("baseline", "ort-fp32", "ort-int8", "int8", "pruned", "pca", "contrastive", "cascade", "flat",
-            "static-pool", "lazy-weights", "system-all", "model-all", "clustered", "huffman", "sparse", "distilled",
-            "student", "separable", "hybrid")
+            "static-pool", "lazy-weights", "system-all", "model-all", "clustered", "clustered-direct", "huffman",
+            "sparse", "distilled", "student", "separable", "hybrid")
 
 
 @pytest.fixture

@@ -49,7 +49,7 @@ def test_checks_follow_the_measured_figures():
 
 def test_section_lists_each_technique_with_its_reference_and_an_energy_estimate():
     text = "\n".join(technique_lines(ROWS, FW, period_s=1.0))
-    assert "| clustered | weight clustering, k = 16 | model-all | 84.80 % ± 1.00 | -0.20 |" in text
+    assert "| clustered | weight clustering, k = 16 (decoded into the arena) | model-all | 84.80 % ± 1.00 | -0.20 |" in text
     assert "6,300 | 2,800 | 145,000" in text and "huffman-palette 3.20 (H 3.10)" in text
     assert "estimate" in text and "STM32L476" in text and "nRF52840" in text
     # fewer instructions than int8 on the same MCU: a positive saving, as seed 000 reports it
