@@ -86,18 +86,23 @@ def lines(rows: list[dict]) -> list[str]:
            "| target | sparsity | dense flash B | csr flash B | bitmask flash B | dense instr. | csr instr. | bitmask instr. |",
            "|---|---|---|---|---|---|---|---|"]
     by = {(r["target"], r["sparsity"], r["storage"]): r for r in rows}
+
+    def cell(c, key: str) -> str:
+        return "-" if c is None else f"{c[key]:,.0f}"
     for t in TARGETS:
         for s in sorted({r["sparsity"] for r in rows if r["target"] == t}):
-            cells = [by.get((t, s, st)) for st in STORAGES]
-            if None in cells:
-                continue
-            out.append(f"| {t} | {s:.2f} | " + " | ".join(f"{c['flash_bytes']:,}" for c in cells) + " | "
-                       + " | ".join(f"{c['instructions']:,.0f}" for c in cells) + " |")
+            cells = [by.get((t, s, st)) for st in STORAGES]  # None: that build did not fit the board
+            out.append(f"| {t} | {s:.2f} | " + " | ".join(cell(c, "flash_bytes") for c in cells) + " | "
+                       + " | ".join(cell(c, "instructions") for c in cells) + " |")
     out += ["", "| target | storage | break-even sparsity: flash | instructions |", "|---|---|---|---|"]
     for t in TARGETS:
         for st in STORAGES[1:]:
+            if not any(r["target"] == t and r["storage"] == st for r in rows):
+                if any(r["target"] == t for r in rows):
+                    out.append(f"| {t} | {st} | not measured: no build fitted the board | - |")
+                continue
             f, i = break_even(rows, t, st, "flash_bytes"), break_even(rows, t, st, "instructions")
-            if any(r["target"] == t for r in rows):
-                out.append(f"| {t} | {st} | {'never' if f is None else f'{f:.2f}'} | "
-                           f"{'never' if i is None else f'{i:.2f}'} |")
-    return out + [""]
+            out.append(f"| {t} | {st} | {'never' if f is None else f'{f:.2f}'} | "
+                       f"{'never' if i is None else f'{i:.2f}'} |")
+    return out + ["", "A '-' is a build that did not fit the board (`firmware.measure` reports it, e.g. a "
+                  "decoded layer larger than the microbit's 16 KiB RAM).", ""]
