@@ -13,7 +13,8 @@ Steps of `run(settings)`:
    After each variant, `summary.csv`, `folds.csv` and `run.json` are rewritten (atomically), so a failure
    later keeps every finished row; finished stages are in the stage cache, so a rerun resumes.
 5. Firmware (`hybrid.device`, unless --no-firmware): during step 4 every int8 variant's firmware per fold;
-   after it the RandomForest firmware peer on fold 0 (full runs).
+   after it, in full runs, the break-even sparsity sweep (`firmware.breakeven`, with the sparse variant) and
+   the RandomForest firmware peer on fold 0 (with the hybrid).
 6. Plots and `report.md` (`hybrid.report`, `hybrid.plots`).
 Training uses `threads` torch threads; measuring always runs single-threaded.
 A failing stage raises `StageError` (exit 2 via `har.cli`) naming the variant and fold; its traceback is
