@@ -151,6 +151,7 @@ def test_firmware_budget_trains_fitting_points_and_scores_only_the_winner_on_tes
             assert (r["measured_flash_bytes"], r["measured_ram_bytes"]) == (r["flash_bytes"], r["ram_bytes"])
     meta = json.loads((out / "run.json").read_text())
     assert meta["device_budget"]["winner"]["recipe"] == chosen[0]["recipe"]
+    assert 0 < meta["device_budget"]["baseline_test_accuracy"] <= 1 and "the fp32 baseline scores" in meta["device_budget"]["line"]
     assert "Firmware budget search" in (out / "report.md").read_text()
 
 
