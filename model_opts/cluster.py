@@ -41,7 +41,6 @@ from dataclasses import asdict, dataclass, replace
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from sklearn.cluster import KMeans
 from sklearn.metrics import f1_score
 from threadpoolctl import threadpool_limits
@@ -54,7 +53,7 @@ from har.windows import Normalizer, Windows
 from model_opts.quant import fakequant
 from model_opts.quant.artifact import Int8Artifact
 from model_opts.quant.config import QuantConfig
-from model_opts.quant.fakequant import QuantSim, bias_int, fake_quant_act, weight_scales
+from model_opts.quant.fakequant import QuantSim, bias_int, weight_scales
 from model_opts.quant.fixedpoint import quantize_multipliers
 from model_opts.quant.intref import Conv1dInt8, Int8Program, LinearInt8
 from model_opts.quant.ptq import simulate
@@ -141,6 +140,9 @@ class ClusteredSim(nn.Module):
 
     def __init__(self, sim: QuantSim, k: int, n_init: int = 4, seed: int = 0, refine_iters: int = 50):
         super().__init__()
+        if "dwconv" in sim.kinds:  # its integer program would keep the unclustered depthwise weights
+            raise BadOptionError("clustering a depthwise-separable network is not supported (its depthwise "
+                                 "layers have no shared codebook); cluster a standard one")
         self.sim = sim
         self.k = int(k)
         self.free = nn.ParameterList()  # per layer, the centroids other than the pinned 0, divided by 127
@@ -174,33 +176,13 @@ class ClusteredSim(nn.Module):
     def int_weight(self, p: int) -> torch.Tensor:
         return self.centroids(p)[self.index(p)]
 
+    def layer_weight(self, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """s_c * round(centroid)[index] and s_c: the weights `QuantSim._body` runs instead of its own."""
+        w_scale = self.scale(p)
+        return self.int_weight(p) * w_scale.reshape(-1, *([1] * (self.index(p).ndim - 1))), w_scale
+
     def _body(self, x: torch.Tensor) -> torch.Tensor:
-        sim = self.sim
-        act_k = 1
-        in_scale = sim.act(0)[0]
-        for kind, meta in zip(sim.kinds, sim.meta):
-            if kind == "maxpool":
-                x = F.max_pool1d(x, meta["kernel"])
-                continue
-            if kind == "gap":
-                x = x.mean(dim=-1)
-            else:
-                p = meta["param"]
-                w_scale = self.scale(p)
-                w = self.int_weight(p) * w_scale.reshape(-1, *([1] * (self.index(p).ndim - 1)))
-                b = sim.biases[p]
-                b_fq = b + (bias_int(b, in_scale, w_scale) * (in_scale * w_scale) - b).detach()
-                if kind == "conv":
-                    x = F.conv1d(x, w, b_fq, padding=meta["padding"])
-                else:
-                    x = F.linear(sim.dropout(x), w, b_fq)
-                if meta["relu"]:
-                    x = torch.relu(x)
-            s, zp = sim.act(act_k)
-            x = fake_quant_act(x, s, zp)
-            in_scale = s
-            act_k += 1
-        return x
+        return self.sim._body(x, self.layer_weight)
 
 
 def to_program(csim: ClusteredSim) -> Int8Program:

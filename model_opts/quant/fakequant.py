@@ -120,7 +120,13 @@ class QuantSim(nn.Module):
         s, zp = self.act(0)
         return self._body((q - zp) * s)
 
-    def _body(self, x: torch.Tensor) -> torch.Tensor:
+    def layer_weight(self, p: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(fake-quantized weight, per-channel scale) of conv/linear layer `p`; a technique that stores
+        its weights otherwise (clustering) passes its own to `_body`."""
+        return fake_quant_weight(self.weights[p])
+
+    def _body(self, x: torch.Tensor, layer_weight=None) -> torch.Tensor:
+        layer_weight = layer_weight or self.layer_weight
         act_k = 1
         in_scale = self.act(0)[0]
         for kind, meta in zip(self.kinds, self.meta):
@@ -130,15 +136,14 @@ class QuantSim(nn.Module):
             if kind == "gap":
                 x = x.mean(dim=-1)
             else:
-                w = self.weights[meta["param"]]
                 b = self.biases[meta["param"]]
-                w_fq, w_scale = fake_quant_weight(w)
+                w_fq, w_scale = layer_weight(meta["param"])
                 b_scale = in_scale * w_scale
                 b_fq = b + (bias_int(b, in_scale, w_scale) * b_scale - b).detach()
                 if kind == "conv":
                     x = F.conv1d(x, w_fq, b_fq, padding=meta["padding"])
                 elif kind == "dwconv":
-                    x = F.conv1d(x, w_fq, b_fq, padding=meta["padding"], groups=w.shape[0])
+                    x = F.conv1d(x, w_fq, b_fq, padding=meta["padding"], groups=w_fq.shape[0])
                 else:
                     x = F.linear(self.dropout(x), w_fq, b_fq)
                 if meta["relu"]:

@@ -145,3 +145,10 @@ def test_cluster_values_pins_zero_and_assigns_to_the_nearest_centroid():
     few = np.array([-3.0, 5.0, 5.0, 7.0])  # fewer distinct values than k: kept exactly, 0 added
     centroids, index = cluster.cluster_values(few, 8)
     assert centroids.tolist() == [0.0, -3.0, 5.0, 7.0] and np.array_equal(centroids[index], few)
+
+
+def test_a_depthwise_separable_network_is_refused_with_a_reason(tiny):
+    _, norm, win, fold = tiny
+    model = CompactCNN1d(CNNConfig(in_channels=6, n_classes=4, widths=(8, 8), separable=True), seed=0).eval()
+    with pytest.raises(BadOptionError, match="depthwise-separable"):
+        cluster.apply(model, norm, win, fold, cluster.ClusterConfig(k=4, epochs=1))
