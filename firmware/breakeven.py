@@ -28,17 +28,20 @@ TARGETS = ("cortex-m4", "cortex-m0plus")
 SPARSITIES = (0.0, 0.25, 0.5, 0.65, 0.8, 0.9, 0.95)
 
 
+def sparsify_weight(weight: np.ndarray, sparsity: float) -> np.ndarray:
+    """`weight` with its ceil(sparsity * size) smallest magnitudes set to 0 (ties: the earlier; the count
+    `model_opts.sparsity` guarantees)."""
+    w = weight.reshape(-1).copy()
+    w[np.argsort(np.abs(w.astype(np.int32)), kind="stable")[:int(np.ceil(sparsity * w.size))]] = 0
+    return w.reshape(weight.shape)
+
+
 def sparsify(prog, sparsity: float):
-    """`prog` with the `sparsity` fraction of smallest |w| of every conv/linear weight set to 0."""
+    """`prog` with `sparsify_weight` applied to every conv/linear weight."""
     from model_opts.quant.intref import Conv1dInt8, LinearInt8
-    ops = []
-    for op in prog.ops:
-        if isinstance(op, (Conv1dInt8, LinearInt8)):
-            w = op.weight.reshape(-1).copy()
-            w[np.argsort(np.abs(w.astype(np.int32)), kind="stable")[:int(np.floor(sparsity * w.size))]] = 0
-            op = replace(op, weight=w.reshape(op.weight.shape))
-        ops.append(op)
-    return replace(prog, ops=tuple(ops))
+    ops = tuple(replace(op, weight=sparsify_weight(op.weight, sparsity)) if isinstance(op, (Conv1dInt8, LinearInt8))
+                else op for op in prog.ops)
+    return replace(prog, ops=ops)
 
 
 def sweep(prog, window, counts: np.ndarray, out_dir: str | Path, sparsities=SPARSITIES,

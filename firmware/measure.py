@@ -14,8 +14,9 @@ device sees them, (N, T, 3) int16 from `firmware.preprocess.to_counts`):
    run must write the same scores as QEMU's (the counter runs the program QEMU ran).
 4. TFLM (`firmware.tflm`, when importable): the network as .tflite, run on the same int8 inputs, equal or
    not; its smallest working arena (64-bit host build: its tail is larger than on an MCU).
-Build flags: every file at `config.opt`, the kernels (har_int8.c) at `config.kernel_opt` (its SMLAD loops
-need -O2's register allocation; -Os spills them).
+Build flags: every file at `config.opt`, the kernels and weight decoders (har_int8.c, har_decode.c) at
+`config.kernel_opt` (their inner loops need -O2's register allocation; -Os spills them), as the exported
+Makefile and CMake snippet build them.
 Limits: instruction counts are data-dependent (requantisation and clamp branches), so they are given as
 mean / min / max over the counted windows; QEMU is a functional model (no cycle timing).
 """

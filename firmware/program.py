@@ -1,24 +1,28 @@
 """The device program of an int8 network: its op records, its arena plan and its weight blob.
 
-Steps of `device_program(prog, target)`:
+Steps of `device_program(prog, target, storage)`:
 1. Flatten the `Int8Program` with int8 logits out (`system_opts.flatten_int8`, no dequantize) and drop the
    input quantizer and the float window: on a device the preprocessing (`har_pre.c`) quantizes each sample
    straight into the int8 input rows, so no float window is ever stored.
 2. Lay the tensors out as the host session does (`system_opts.int8_layout.device_tensors`: halo rows, conv
    outputs phase-major under their max pool, which runs in place) and add each gemm's scratch for the
    target's loop order (`GEMM_MODES`): Cortex-M4 runs im2col16 (the whole padded input as int16, + 4 zeros,
-   for SMLAD), the M0+ and the host run the dot order, which needs none.
+   for SMLAD), the M0+ and the host run the dot order, which needs none. Each gemm's weight storage is
+   decided here (`firmware.storage.layer_plan` on the array its dense order would read): a decoded format
+   adds an int8 buffer for the decoded layer, live for that gemm's op only; CSR and palette-direct switch
+   the layer to their own loop order (no scratch).
 3. Plan the arena with `system_opts.planner` (greedy by size, 4-byte alignment: the widest device access is
    an int32) — the same planner the Python sessions use, so the figure is the planner's, not a formula.
-4. Build one `OpRecord` per op: the `struct har_op` fields (har_int8.h) with pointers given as symbolic
-   references (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
+4. Build one `OpRecord` per op (a decoded layer: a HAR_DECODE record first, writing the buffer its gemm
+   reads): the `struct har_op` fields (har_int8.h) with pointers given as symbolic references (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
    constants and a host session could resolve to addresses.
 5. Check the kernels' contract (`system_opts.cbuild.check_contract`, also run by the host C session):
    shifts in [-31, 30], multipliers >= 0, zero points and clamp bounds in int8, act_min <= act_max, finite
    input floats, and |partial sums| <= k * c_in * 255 * 128 < 2^31, so no int32 overflow can occur in C;
    a program outside it is refused before any C is written.
-6. The weight blob: every array a device stores, int32/float32 members first and int8 ones after (so a C
-   struct of them has no padding), padded to a multiple of 4 bytes; on im2col16 targets gemm weights are
+6. The weight blob: every array a device stores, wider types first (int32/float32, then uint16, then
+   int8/uint8: a C struct of them has no padding), padded to a multiple of 4 bytes; a gemm's weights as
+   its storage keeps them (stream + tables, or CSR's three arrays); on im2col16 targets gemm weights are
    stored as that kernel reads them: rows zero-padded to 4 terms, channel pairs interleaved (no tail loop,
    one pointer per operand in the SMLAD loop); `blob_bytes` is the exact image whose
    CRC32 the firmware checks.
@@ -211,7 +215,7 @@ def _gemm_matrix(flat: FlatProgram, op: FlatOp) -> np.ndarray:
 
 
 def _layer_storage(flat: FlatProgram, dense_mode: int, storage: WeightStorage) -> dict[int, LayerStorage]:
-    """Step 6a: each gemm's `LayerStorage`, encoding the array its dense loop order would read."""
+    """Step 2's storage decision: each gemm's `LayerStorage`, encoding the array its dense loop order reads."""
     out = {}
     for i, op in enumerate(flat.ops):
         if op.kind not in ("conv1d_q", "linear_q"):

@@ -8,17 +8,21 @@ turns it into one layer's `LayerStorage`:
   (Huffman of the palette indices) and "bitmask" (sparsity): the SAME array is encoded
   (`model_opts.compress.layer`) and stored in flash; a HAR_DECODE op (`har_decode.c`) rebuilds it into an
   arena slot of its own right before the gemm, so the gemm kernel and its loop order are unchanged. The
-  planner sees the decoded weights as a tensor live for the gemm's op only: flash goes down by the
-  encoding's saving, RAM up by the largest decoded layer (shared by all layers), instructions up by the
-  decoding — each measured on the ELF and in emulation, never estimated.
+  planner sees the decoded weights as a tensor live for the gemm's op only. Flash: the encoding's saving,
+  minus the decoder's code and one op record per decoded layer; RAM: up by the decoded slots, which the
+  planner overlaps with what else is live (at most their sum); instructions: up by the decoding — each
+  measured on the ELF and in emulation, never estimated.
 - "palette-direct": the clustered layer's 4-bit indices and codebook stay in flash and the gemm's fifth
   loop order (HAR_GEMM_PALETTE4) reads `codebook[index]` term by term: flash down as for "palette", no
   arena slot and no decoder, more instructions per MAC than the dense orders. Encodes the dot-order matrix.
 - "csr": the gemm's fourth loop order (HAR_GEMM_CSR) reads row pointers, column indices and nonzero values
   straight from flash: no arena slot, instructions proportional to the nonzeros. The dense (dot-order)
   matrix is encoded, so the layer runs the CSR order whatever the target's dense order is.
-- "auto": per layer, the format with the fewest stored bytes among dense, palette (<= 16 distinct values),
-  bitmask, huffman, huffman-palette (ties: that order); CSR and palette-direct are only taken when asked for,
+- "auto": per layer, the format with the fewest flash bytes among dense, palette (<= 16 distinct values),
+  bitmask, huffman, huffman-palette (ties: that order), a decoded format charged its stream and tables plus
+  its decode op's record (`OP_RECORD_BYTES`, the 32-bit `struct har_op`); the decoder's code (~0.6 KB,
+  linked once when any layer decodes) is not charged per layer, so on a small model "dense" everywhere
+  can still be the smaller firmware — the ELF figures say which; CSR and palette-direct are only taken when asked for,
   as they change the loop order and so the instructions, not only the bytes.
 Limits: a palette needs <= 16 distinct values in the stored array (padding zeros included: clustering
 pins a centroid at 0 for this reason); huffman's decoder tables cost 32 bytes + one per used symbol, so
@@ -35,6 +39,7 @@ from har.errors import BadDataError, BadOptionError
 FORMATS = ("dense", "palette", "palette-direct", "huffman", "huffman-palette", "bitmask", "csr", "auto")
 DECODE_FORMAT_ID = {"palette": 1, "huffman": 2, "huffman-palette": 2, "bitmask": 3}  # har_decode.h i[0]
 _AUTO_ORDER = ("dense", "palette", "bitmask", "huffman", "huffman-palette")
+OP_RECORD_BYTES = 4 + 12 * 4 + 2 * 4 + 8 * 4  # one struct har_op on a 32-bit target (har_int8.h)
 
 
 @dataclass(frozen=True)
@@ -93,8 +98,10 @@ def _csr(dense_2d: np.ndarray) -> LayerStorage:
     c = csr.encode_csr(dense_2d)
     if not np.array_equal(csr.decode_csr(c), dense_2d):
         raise BadDataError("csr: encoding does not round-trip")
-    arrays = (("val", np.asarray(c.val, np.int8)), ("row_ptr", np.asarray(c.row_ptr, np.uint16)),
-              ("col", np.asarray(c.col, np.uint16)))
+    val, col = np.asarray(c.val, np.int8), np.asarray(c.col, np.uint16)
+    if val.size == 0:  # an all-zero layer: C99 has no zero-length array; row_ptr (all 0) never reads this one
+        val, col = np.zeros(1, np.int8), np.zeros(1, np.uint16)
+    arrays = (("val", val), ("row_ptr", np.asarray(c.row_ptr, np.uint16)), ("col", col))
     return LayerStorage("csr", arrays, int(dense_2d.size), int(csr.csr_bytes(c)))
 
 
@@ -133,4 +140,4 @@ def layer_plan(values: np.ndarray, dense_2d: np.ndarray, storage: WeightStorage)
         if f in ("palette", "huffman-palette") and not _palette_ok(values):
             continue
         options.append(_encoded(values, f))
-    return min(options, key=lambda s: (s.stored_bytes, _AUTO_ORDER.index(s.format)))
+    return min(options, key=lambda s: (s.stored_bytes + OP_RECORD_BYTES * s.decodes, _AUTO_ORDER.index(s.format)))

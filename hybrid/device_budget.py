@@ -13,7 +13,9 @@ Steps of `search(cfg, runner, out)`:
    trained model will have, since bytes depend on shapes, value counts and nonzero counts only) and built
    as the Cortex-M4 firmware library (`firmware.measure` with one window: ELF accounting + painted stack).
    Huffman's bytes depend on the trained values, so its point is sized on the untrained network and
-   flagged `estimate`; every trained point is re-measured (step 3) and the re-measured figures decide.
+   flagged `estimate`; every trained point is re-measured (step 2) and the re-measured figures decide.
+   The estimate is not a bound: a Huffman point whose untrained size misses the budget is not trained,
+   though its trained size might have fitted.
 2. Only points whose step-1 figures fit are trained, on fold 0 only (`hybrid.pipeline.Pipeline`,
    stage-cached), measured again on the firmware, and ranked by accuracy on the fold's VALIDATION users
    (ties: fewer flash bytes). Only the winner is scored on TEST users.
@@ -88,6 +90,7 @@ def recipe_pipeline(widths: tuple[int, ...], ratio: float, recipe: str, quick: b
 def _structured(prog, storage: str):
     """The untrained program with the integer structure the recipe's training leaves (module step 1)."""
     from dataclasses import replace
+    from firmware.breakeven import sparsify_weight
     from model_opts.quant.intref import Conv1dInt8, LinearInt8
     ops = []
     for op in prog.ops:
@@ -95,28 +98,24 @@ def _structured(prog, storage: str):
             w = op.weight.astype(np.int32)
             if storage.startswith("palette"):  # 16 levels, 0 among them: the palette's 4 bits whatever the values
                 w = np.clip(np.round(w / 17.0), -7, 8) * 15
-            elif storage == "csr":  # the 90 % smallest magnitudes of the layer zeroed
-                flat = np.abs(w).reshape(-1)
-                n_zero = int(np.floor(0.9 * flat.size))
-                order = np.argsort(flat, kind="stable")[:n_zero]
-                w = w.reshape(-1).copy()
-                w[order] = 0
-                w = w.reshape(op.weight.shape)
+            elif storage == "csr":  # the 90 % smallest magnitudes of the layer zeroed, as sparsity leaves them
+                w = sparsify_weight(op.weight, 0.9).astype(np.int32)
             op = replace(op, weight=w.astype(np.int8))
         ops.append(op)
     return replace(prog, ops=tuple(ops))
 
 
-def _firmware(prog, runner, storage: str, out: Path) -> tuple[int, int]:
-    """(library flash, RAM incl. stack) of the Cortex-M4 firmware of `prog` stored as `storage`."""
+def _firmware(prog, runner, storage: str, out: Path) -> tuple[int | None, int | None]:
+    """(library flash, RAM incl. stack) of the Cortex-M4 firmware of `prog` stored as `storage`; (None, None)
+    when it does not fit the board at all (then it fits no budget either)."""
     from firmware.measure import FirmwareConfig, measure_firmware
     from firmware.preprocess import to_counts
     from firmware.storage import WeightStorage
     counts = to_counts(runner.data.raw_xyz[runner.data.folds[0].train_idx[:1]])  # any window: sizes only
     cfg = FirmwareConfig(targets=("cortex-m4",), n_count_windows=1, n_stream_windows=0, tflm=False,
                          storage=WeightStorage(storage))
-    m4 = measure_firmware(prog, runner.data.windows.config, counts, None, out, cfg).targets["cortex-m4"]
-    return m4.library_flash_bytes, m4.ram_with_stack_bytes
+    m4 = measure_firmware(prog, runner.data.windows.config, counts, None, out, cfg).targets.get("cortex-m4")
+    return (None, None) if m4 is None else (m4.library_flash_bytes, m4.ram_with_stack_bytes)
 
 
 def _sizes(widths, ratio, storage, ctx, runner, out: Path) -> tuple[int, int]:
@@ -134,7 +133,7 @@ def _sizes(widths, ratio, storage, ctx, runner, out: Path) -> tuple[int, int]:
 
 def _fits(r: dict, cfg: DeviceBudgetConfig, measured: bool = False) -> bool:
     f, m = (r["measured_flash_bytes"], r["measured_ram_bytes"]) if measured else (r["flash_bytes"], r["ram_bytes"])
-    return f is not None and f <= cfg.flash_bytes and m <= cfg.ram_bytes
+    return f is not None and m is not None and f <= cfg.flash_bytes and m <= cfg.ram_bytes
 
 
 def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:

@@ -47,7 +47,7 @@ def build_parser():
                    help="samples between streaming results (default: the training windows' step; with --int8: "
                         "half the window length)")
     p.add_argument("--storage", default=None,
-                   help="weight storage: dense | palette | huffman | huffman-palette | bitmask | csr | auto "
+                   help="weight storage: dense | palette | palette-direct | huffman | huffman-palette | bitmask | csr | auto "
                         "(default: the variant's own)")
     p.add_argument("--int8", default=None, help="export this saved int8 artifact directory instead of a variant")
     p.add_argument("--window-length", type=int, default=None, help="with --int8: the training window length")

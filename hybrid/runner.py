@@ -33,7 +33,7 @@ import numpy as np
 from tqdm.auto import tqdm
 
 from har import datasets
-from har.errors import HarError
+from har.errors import BadOptionError, HarError
 from har.experiment import RunConfig, make_folds, windows_for
 from har.measure.footprint import BYTE_FIELDS, Footprint
 from har.paths import atomic_write_text, data_root
@@ -219,7 +219,11 @@ class Runner:
     def device_budget(self) -> None:
         if self.s.flash_kib is None:
             return
+        from firmware import toolchain
         from hybrid.device_budget import DeviceBudgetConfig, search
+        missing = [t for t in ("arm-none-eabi-gcc", "qemu-system-arm") if not toolchain.have(t)]
+        if missing:  # its figures are the firmware's: nothing to rank without the toolchain
+            raise BadOptionError(f"--flash-kib/--ram-kib need {', '.join(missing)} ({toolchain.INSTALL_HINT})")
         cfg = DeviceBudgetConfig(int(round(self.s.flash_kib * 1024)), int(round(self.s.ram_kib * 1024)))
         with self._stage("device-budget"):
             result = search(cfg.quick() if self.s.quick else cfg, self, self.out)

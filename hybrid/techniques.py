@@ -14,9 +14,9 @@ firmware, with an energy estimate.
 3. The acceptance checks of the issue, each with the measured figures: clustering within 0.5 pp of int8,
    Huffman within 0.3 bit of the entropy bound, >= 90 % sparsity within 2 pp of dense, the distilled
    student >= the same student without distillation.
-Limits: firmware figures are fold 0's (the architecture, and so flash/RAM, is the same in every fold;
-instructions vary by a few per mille with the data-dependent early exits of none of our kernels — they
-are data independent except the decoders' Huffman walk).
+Limits: firmware figures are fold 0's. With dense storage the architecture fixes flash and RAM in every
+fold; compressed storage depends on the fold's weights (surviving centroids, Huffman code lengths, CSR
+nonzeros), so other folds' bytes and instructions differ a little (their firmware.json files have them).
 """
 from __future__ import annotations
 

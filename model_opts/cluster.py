@@ -74,8 +74,8 @@ class ClusterConfig:
     n_init: int = 4  # KMeans restarts
     refine_iters: int = 50  # constrained Lloyd iterations after pinning 0
     agreement_windows: int = 2048  # training windows on which program and simulation are compared
-    # let the un-tuned clustering compete in early stopping as "epoch -1" (off: as in qat/prune, `fit`
-    # alone picks the epoch; on 4 WISDM folds its 4-user validation choice was noise, not a gain)
+    # let the un-tuned clustering compete in early stopping as "epoch -1" (off: one convention for every
+    # fine-tuning step — qat and prune keep their fine-tuned model and `fit` alone picks the epoch)
     keep_start_if_better: bool = False
     seed: int = 0
 

@@ -349,16 +349,22 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
         /* each output channel keeps a random subset of its terms (possibly none), columns ascending; the
          * values are the first nnz bytes of w (exactly nnz of them: ASan sees any read beyond) */
         uint16_t *row_ptr = grab(pl, ((size_t)c_out + 1) * sizeof(uint16_t));
-        uint16_t *col = grab(pl, (size_t)c_out * (size_t)terms * sizeof(uint16_t) + sizeof(uint16_t));
-        int32_t nnz = 0;
         const uint32_t density = take8(b) % 5; /* 0: none kept ... 4: every term kept */
+        const size_t at = b->pos; /* draw the kept terms twice from the same bytes: count, then fill */
+        const uint64_t state = b->state;
+        int32_t nnz = 0;
+        for (int32_t j = 0; j < c_out * terms; j++) nnz += take8(b) % 4 < density;
+        b->pos = at, b->state = state;
+        /* exactly nnz entries (one when none: a zero-size grab), so ASan sees any read past them */
+        uint16_t *col = grab(pl, (size_t)(nnz ? nnz : 1) * sizeof(uint16_t));
+        int8_t *val = grab(pl, (size_t)(nnz ? nnz : 1));
+        int32_t n = 0;
         row_ptr[0] = 0;
         for (int32_t c = 0; c < c_out; c++) {
             for (int32_t j = 0; j < terms; j++)
-                if (take8(b) % 4 < density) col[nnz++] = (uint16_t)j;
-            row_ptr[c + 1] = (uint16_t)nnz;
+                if (take8(b) % 4 < density) col[n++] = (uint16_t)j;
+            row_ptr[c + 1] = (uint16_t)n;
         }
-        int8_t *val = grab(pl, (size_t)nnz + 1); /* + 1: a zero-size grab */
         fill_int8(b, val, (size_t)nnz);
         op->p[2] = val;
         op->p[6] = row_ptr;
@@ -368,8 +374,10 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
         const int32_t k_cb = 1 + (int32_t)(take8(b) % 16);
         const size_t n_idx = ((size_t)c_out * (size_t)terms + 1) / 2;
         uint8_t *idx = grab(pl, n_idx);
-        for (size_t j = 0; j < n_idx; j++)
-            idx[j] = (uint8_t)(take8(b) % (uint32_t)k_cb | (take8(b) % (uint32_t)k_cb) << 4);
+        for (size_t j = 0; j < n_idx; j++) {
+            const uint32_t lo = take8(b) % (uint32_t)k_cb; /* two statements: a fixed order of draws */
+            idx[j] = (uint8_t)(lo | (take8(b) % (uint32_t)k_cb) << 4);
+        }
         int8_t *cb = grab(pl, (size_t)k_cb);
         fill_int8(b, cb, (size_t)k_cb);
         op->p[2] = idx;

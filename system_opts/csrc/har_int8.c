@@ -176,7 +176,7 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  *    (const uint16_t *, c_out + 1: channel c's nonzeros are row_ptr[c] .. row_ptr[c + 1] - 1), p[7] col
  *    (const uint16_t *, nnz: each nonzero's term index kk * c_in + ch, increasing within a channel)
  *    (model_opts/csr.py encodes it and mirrors this loop in numpy)
- * Four loop orders, the same integers (every partial sum is exact in int32):
+ * Five loop orders, the same integers (every partial sum is exact in int32):
  * - dot: output (t, c) is one dot product of the k*c_in contiguous input bytes from row t with weight
  *   row c; no scratch (the smallest arena; the portable device choice).
  * - time-major: transpose (x - zp_in) to channel-first int16 once, then for each output channel add
@@ -194,11 +194,11 @@ __attribute__((noinline)) static void dot2x2(const int16_t *restrict x0, const i
  *   sparsity lands; there its gain is the weight bytes: 2 (c_out + 1) + 3 nnz instead of c_out * terms.
  * - palette4: the dot order reading clustered weights straight from flash: p[2] the 4-bit codebook index
  *   of every term of the (c_out x k*c_in) dot-order matrix, two per byte, low nibble first; p[6] the
- *   layer's codebook (16 int8, entries past k unused). No arena slot (decoding the layer into RAM is the
+ *   layer's codebook (its k <= 16 int8 entries; every index is < k, the exporter's guarantee). No arena slot (decoding the layer into RAM is the
  *   HAR_DECODE op's alternative); per term one more load and a shift/mask than dot.
  *   Folding zp_in into the bias (TFLite's way) would save the SUB but change the stored bias: not done,
  *   so the op record is the dot mode's but for the three pointers.
- * (x - zp_in) * w fits int16 * int16 in all four.
+ * (x - zp_in) * w fits int16 * int16 in all five.
  * Output row t lands at (t % phases) * (rows_out / phases) + t / phases: phase-major for an in-place
  * max pool of kernel `phases` after it. */
 #if !(HAR_WITH_GEMM_DOT || HAR_WITH_GEMM_TIME_MAJOR || HAR_WITH_GEMM_IM2COL16 || HAR_WITH_GEMM_CSR || \
