@@ -11,8 +11,13 @@ Steps of `profile(fn, repeat=K, warmup=W)`:
    `fn` (measured: unicorn's `release_handle` from the firmware measurement, ~1 allocation in 20 calls of
    the zero-allocation C session, in about one full run out of six). Cycles `fn` itself makes are still
    counted when it allocates them; only their collection is deferred to after tracking.
-4. Read the capture: the heap's high watermark during tracking (`metadata.peak_memory`), and every
-   allocation record. Records whose allocator is a deallocator (free, pymalloc free, munmap) are not
+4. Read the capture: the heap's high watermark during tracking (`metadata.peak_memory`, process-wide), and
+   every allocation record of the PROFILING thread (the one whose Python stack runs through `profile`):
+   measuring is single-threaded (`hybrid.measuring.single_threaded`), so an artifact's work runs there,
+   while other threads of the process — tqdm's monitor, a test runner's timer — allocate on their own
+   schedule (measured: one 32-byte allocation in `threading.wait` during a one-call profile in the full
+   test suite); their records are counted apart (`other_thread_allocations`). Limit: a runtime that
+   allocates in worker threads of its own would be under-counted; ours are run with one thread. Records whose allocator is a deallocator (free, pymalloc free, munmap) are not
    counted; `metadata.total_allocations` is NOT used because it counts those too (measured: 200 mallocs
    + 200 frees -> 400). Per-call figures are totals / K. Realloc counts as one allocation of its new size.
 5. Group allocations by their innermost Python frame (`file:line`) and keep the top sites by bytes.
@@ -76,6 +81,7 @@ class MemoryProfile:
     top_sites: tuple[AllocationSite, ...]
     trace_python_allocators: bool
     flamegraph_path: str | None = None
+    other_thread_allocations: int = 0  # by other threads of the process while tracking: not counted above
 
     @property
     def allocations_per_call(self) -> float:
@@ -92,31 +98,41 @@ class MemoryProfile:
         return d
 
 
+def _own_thread(rec) -> bool:
+    """Whether a record's thread is the profiling one: its Python stack runs through `profile` here."""
+    return any(fn == "profile" and file == __file__ for fn, file, _ in rec.stack_trace())
+
+
 def _summarise(capture: Path, n_calls: int, top_n: int, trace_py: bool) -> MemoryProfile:
-    n_alloc = n_bytes = 0
     per_stack: dict[tuple[int, int], list[int]] = defaultdict(lambda: [0, 0])
     first_record: dict[tuple[int, int], Any] = {}
+    first_of_thread: dict[int, Any] = {}
     with FileReader(capture) as reader:
         peak = int(reader.metadata.peak_memory)
         for rec in reader.get_allocation_records():
             if rec.allocator in _DEALLOCATORS:
                 continue
-            n_alloc += 1
-            n_bytes += rec.size
             key = (rec.tid, rec.stack_id)
             per_stack[key][0] += 1
             per_stack[key][1] += rec.size
             first_record.setdefault(key, rec)
+            first_of_thread.setdefault(rec.tid, rec)
+        own = {tid for tid, rec in first_of_thread.items() if _own_thread(rec)}
+        others = sum(count for (tid, _), (count, _) in per_stack.items() if tid not in own)
+        n_alloc = sum(count for (tid, _), (count, _) in per_stack.items() if tid in own)
+        n_bytes = sum(size for (tid, _), (_, size) in per_stack.items() if tid in own)
         # resolving a stack is slow, so do it once per distinct stack, then merge stacks by innermost frame
         per_site: dict[tuple[str, str], list[int]] = defaultdict(lambda: [0, 0])
         for key, (count, size) in per_stack.items():
+            if key[0] not in own:
+                continue
             frames = first_record[key].stack_trace(max_stacks=1)
             site = (f"{frames[0][1]}:{frames[0][2]}", frames[0][0]) if frames else ("<native>", "<native>")
             per_site[site][0] += count
             per_site[site][1] += size
     top = sorted(per_site.items(), key=lambda kv: (-kv[1][1], kv[0]))[:top_n]
     sites = tuple(AllocationSite(loc, fn, c, b) for (loc, fn), (c, b) in top)
-    return MemoryProfile(peak, n_alloc, n_bytes, n_calls, sites, trace_py)
+    return MemoryProfile(peak, n_alloc, n_bytes, n_calls, sites, trace_py, other_thread_allocations=others)
 
 
 def _flamegraph(capture: Path, out: Path) -> None:

@@ -123,3 +123,23 @@ def test_cycles_made_by_the_profiled_function_are_still_counted():
         return np.ones(8192)
     result = profile(make_cycle, repeat=5)
     assert result.allocations_per_call >= 1.0
+
+
+def test_other_threads_allocations_are_counted_apart():
+    import threading
+    import time
+    stop = threading.Event()
+
+    def busy():
+        while not stop.is_set():
+            np.ones(4096)  # 32 KiB from the system allocator, again and again
+            time.sleep(0.001)
+    worker = threading.Thread(target=busy, daemon=True)
+    worker.start()
+    try:
+        result = profile(lambda: time.sleep(0.05), repeat=2)
+    finally:
+        stop.set()
+        worker.join()
+    assert result.n_allocations == 0 and result.other_thread_allocations > 0
+    assert profile(allocating_step, repeat=5).allocations_per_call >= 2.0  # the caller's own still count
