@@ -286,6 +286,37 @@ static const int32_t GEMM_MODES[] = {HAR_GEMM_DOT, HAR_GEMM_TIME_MAJOR, HAR_GEMM
                                      HAR_GEMM_PALETTE4};
 enum { N_GEMM_MODES = sizeof GEMM_MODES / sizeof GEMM_MODES[0] };
 
+/* zero points and a clamp range lo <= hi, edge values favoured: q = {zp_in, zp_out, lo, hi} */
+static void draw_quant(struct bytes *b, int32_t q[4]) {
+    for (int j = 0; j < 4; j++) q[j] = edgy(b, -128, 127);
+    if (q[2] > q[3]) {
+        const int32_t t = q[2];
+        q[2] = q[3], q[3] = t;
+    }
+}
+
+/* the padded int8 input of a conv: halo garbage (the kernel must overwrite it), then the n_in data rows */
+static int8_t *padded_input(struct bytes *b, struct pool *pl, const struct tensor *in, int chained, int32_t n_in,
+                            int32_t pad, int32_t c) {
+    const size_t n_pad = (size_t)(n_in + 2 * pad);
+    int8_t *x = grab(pl, n_pad * (size_t)c);
+    fill_int8(b, x, n_pad * (size_t)c);
+    int8_input(b, in, chained, x + pad * c, (size_t)n_in * (size_t)c);
+    return x;
+}
+
+/* per-channel bias (any int32), multiplier (>= 0) and shift ([-31, 30]) in p[3], p[4], p[5] */
+static void requant_arrays(struct bytes *b, struct pool *pl, int32_t c, struct har_op *op) {
+    int32_t *bias = grab(pl, (size_t)c * sizeof(int32_t)), *m = grab(pl, (size_t)c * sizeof(int32_t));
+    int8_t *shift = grab(pl, (size_t)c);
+    fill_int32(b, bias, (size_t)c, INT32_MIN, INT32_MAX);
+    fill_int32(b, m, (size_t)c, 0, INT32_MAX);
+    for (int32_t ch = 0; ch < c; ch++) shift[ch] = (int8_t)edgy(b, -31, 30);
+    op->p[3] = bias;
+    op->p[4] = m;
+    op->p[5] = shift;
+}
+
 static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in, struct har_op *op,
                       struct tensor *out) {
     const int linear = take8(b) % 4 == 0;
@@ -306,16 +337,10 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
     const int32_t tp = (terms + 3) & ~3, pairs = (c_out + 1) / 2;
     const size_t w_bytes =
         mode == HAR_GEMM_IM2COL16 ? (size_t)pairs * 2 * (size_t)tp : (size_t)c_out * (size_t)terms;
-    const int32_t zp_in = edgy(b, -128, 127), zp_out = edgy(b, -128, 127);
-    int32_t lo = edgy(b, -128, 127), hi = edgy(b, -128, 127);
-    if (lo > hi) {
-        const int32_t t = lo;
-        lo = hi, hi = t;
-    }
-    int8_t *x = grab(pl, (size_t)n_pad * (size_t)c_in);
-    fill_int8(b, x, (size_t)n_pad * (size_t)c_in); /* halo garbage: the kernel must overwrite it */
-    int8_input(b, in, chained, x + pad * c_in, (size_t)n_in * (size_t)c_in);
-    int8_t *w = grab(pl, w_bytes), *shift = grab(pl, (size_t)c_out);
+    int32_t q[4];
+    draw_quant(b, q);
+    int8_t *x = padded_input(b, pl, in, chained, n_in, pad, c_in);
+    int8_t *w = grab(pl, w_bytes);
     fill_int8(b, w, w_bytes);
     if (mode == HAR_GEMM_IM2COL16) {
         /* byte b of half h of quad q of pair p is term 4 q + {0, 2, 1, 3}[b] of channel 2 p + h: zero where
@@ -327,19 +352,13 @@ static void make_gemm(struct bytes *b, struct pool *pl, const struct tensor *in,
             if (ch >= c_out || pos / 8 * 4 + term_of_byte[pos % 4] >= terms) w[j] = 0;
         }
     }
-    int32_t *bias = grab(pl, (size_t)c_out * sizeof(int32_t)), *m = grab(pl, (size_t)c_out * sizeof(int32_t));
-    fill_int32(b, bias, (size_t)c_out, INT32_MIN, INT32_MAX);
-    fill_int32(b, m, (size_t)c_out, 0, INT32_MAX);
-    for (int32_t c = 0; c < c_out; c++) shift[c] = (int8_t)edgy(b, -31, 30);
-    const int32_t ints[12] = {n_in, c_in, k, pad, rows, c_out, phases, zp_in, zp_out, lo, hi, mode};
+    requant_arrays(b, pl, c_out, op);
+    const int32_t ints[12] = {n_in, c_in, k, pad, rows, c_out, phases, q[0], q[1], q[2], q[3], mode};
     op->kind = HAR_GEMM;
     memcpy(op->i, ints, sizeof ints);
     op->p[0] = x;
     op->p[1] = grab(pl, (size_t)rows * (size_t)c_out);
     op->p[2] = w;
-    op->p[3] = bias;
-    op->p[4] = m;
-    op->p[5] = shift;
     if (mode == HAR_GEMM_TIME_MAJOR) {
         op->p[6] = grab(pl, (size_t)c_in * (size_t)n_pad * sizeof(int16_t)); /* xt */
         op->p[7] = grab(pl, (size_t)rows * sizeof(int32_t)); /* acc */
@@ -393,30 +412,18 @@ static void make_dwconv(struct bytes *b, struct pool *pl, const struct tensor *i
     const int32_t n_in = chained ? in->rows : dim(b, MAX_ROWS), c = chained ? in->cols : dim(b, MAX_CH);
     int32_t k, pad, rows, phases;
     conv_rows(b, n_in, &k, &pad, &rows, &phases);
-    const int32_t n_pad = n_in + 2 * pad, zp_in = edgy(b, -128, 127), zp_out = edgy(b, -128, 127);
-    int32_t lo = edgy(b, -128, 127), hi = edgy(b, -128, 127);
-    if (lo > hi) {
-        const int32_t t = lo;
-        lo = hi, hi = t;
-    }
-    int8_t *x = grab(pl, (size_t)n_pad * (size_t)c);
-    fill_int8(b, x, (size_t)n_pad * (size_t)c); /* halo garbage: the kernel must overwrite it */
-    int8_input(b, in, chained, x + pad * c, (size_t)n_in * (size_t)c);
-    int8_t *w = grab(pl, (size_t)c * (size_t)k), *shift = grab(pl, (size_t)c);
+    int32_t q[4];
+    draw_quant(b, q);
+    int8_t *x = padded_input(b, pl, in, chained, n_in, pad, c);
+    int8_t *w = grab(pl, (size_t)c * (size_t)k);
     fill_int8(b, w, (size_t)c * (size_t)k);
-    int32_t *bias = grab(pl, (size_t)c * sizeof(int32_t)), *m = grab(pl, (size_t)c * sizeof(int32_t));
-    fill_int32(b, bias, (size_t)c, INT32_MIN, INT32_MAX);
-    fill_int32(b, m, (size_t)c, 0, INT32_MAX);
-    for (int32_t ch = 0; ch < c; ch++) shift[ch] = (int8_t)edgy(b, -31, 30);
-    const int32_t ints[10] = {n_in, c, k, pad, rows, phases, zp_in, zp_out, lo, hi};
+    requant_arrays(b, pl, c, op);
+    const int32_t ints[10] = {n_in, c, k, pad, rows, phases, q[0], q[1], q[2], q[3]};
     op->kind = HAR_DWCONV;
     memcpy(op->i, ints, sizeof ints);
     op->p[0] = x;
     op->p[1] = grab(pl, (size_t)rows * (size_t)c);
     op->p[2] = w;
-    op->p[3] = bias;
-    op->p[4] = m;
-    op->p[5] = shift;
     *out = (struct tensor){op->p[1], 0, rows, c, phases};
 }
 
