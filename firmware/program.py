@@ -14,7 +14,8 @@ Steps of `device_program(prog, target, storage)`:
 3. Plan the arena with `system_opts.planner` (greedy by size, 4-byte alignment: the widest device access is
    an int32) — the same planner the Python sessions use, so the figure is the planner's, not a formula.
 4. Build one `OpRecord` per op (a decoded layer: a HAR_DECODE record first, writing the buffer its gemm
-   reads): the `struct har_op` fields (har_int8.h) with pointers given as symbolic references (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
+   reads): the `struct har_op` fields (har_int8.h) with pointers given as symbolic references
+   (`("arena", byte_offset)` or `("weight", member)`) that `firmware.export` prints as C address
    constants and a host session could resolve to addresses.
 5. Check the kernels' contract (`system_opts.cbuild.check_contract`, also run by the host C session):
    shifts in [-31, 30], multipliers >= 0, zero points and clamp bounds in int8, act_min <= act_max, finite

@@ -17,7 +17,8 @@ Steps of `profile(fn, repeat=K, warmup=W)`:
    while other threads of the process — tqdm's monitor, a test runner's timer — allocate on their own
    schedule (measured: one 32-byte allocation in `threading.wait` during a one-call profile in the full
    test suite); their records are counted apart (`other_thread_allocations`). Limit: a runtime that
-   allocates in worker threads of its own would be under-counted; ours are run with one thread. Records whose allocator is a deallocator (free, pymalloc free, munmap) are not
+   allocates in worker threads of its own would be under-counted; ours are run with one thread.
+   Records whose allocator is a deallocator (free, pymalloc free, munmap) are not
    counted; `metadata.total_allocations` is NOT used because it counts those too (measured: 200 mallocs
    + 200 frees -> 400). Per-call figures are totals / K. Realloc counts as one allocation of its new size.
 5. Group allocations by their innermost Python frame (`file:line`) and keep the top sites by bytes.
