@@ -124,7 +124,9 @@ def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCach
     from model_opts import distill
 
     def build():
-        cfg = distill.DistillConfig(temperature=step.temperature, alpha=step.alpha,
+        # the control (alpha 0) trains once: the temperature does not enter its loss
+        temps = step.temperatures[:1] if step.control else step.temperatures
+        cfg = distill.DistillConfig(temperatures=temps, alphas=step.alphas,
                                     epochs=step.epochs or ctx.train_epochs, patience=step.patience, seed=ctx.seed)
         student = distill.student_config(state.model.config, step.ratio)
         model, info = distill.apply(state.model, student, state.normalizer, ctx.windows, ctx.fold, cfg)
@@ -179,14 +181,28 @@ def _cluster(step: ClusterStep, state: State, ctx: FoldContext, cache: StageCach
 
 
 def _sparsity(step: SparseStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    """Every (scope, schedule) candidate of `step` built; the int8 program most accurate on the validation
+    users kept (ties: the earlier candidate)."""
     from model_opts import sparsity
-
-    def build():
-        cfg = sparsity.SparsityConfig(target=step.target, n_stages=step.stages,
-                                      epochs_per_stage=step.epochs_per_stage, final_epochs=step.final_epochs,
-                                      seed=ctx.step_seed)
-        return sparsity.apply(state.model, state.normalizer, ctx.windows, ctx.fold, cfg, name="sparse")
-    return _int8_stage(ctx, cache, key, state, build)
+    from model_opts.quant import artifact as qart
+    from hybrid.steps import parse_schedule
+    meta, d = cache.done(key), cache.dir(key)
+    if meta is None:
+        built, scores = {}, {}
+        for scope in step.scopes:
+            for schedule in step.schedules:
+                stages, per_stage, final = parse_schedule(schedule)
+                cfg = sparsity.SparsityConfig(target=step.target, n_stages=stages, epochs_per_stage=per_stage,
+                                              final_epochs=final, patience=max(2, per_stage), scope=scope,
+                                              seed=ctx.step_seed)
+                built[f"{scope} {schedule}"] = sparsity.apply(state.model, state.normalizer, ctx.windows, ctx.fold,
+                                                              cfg, name="sparse")
+                scores[f"{scope} {schedule}"] = val_accuracy(built[f"{scope} {schedule}"], ctx)
+        best = _best(scores)
+        qart.save(d, built[best])
+        meta = {"choices": {"candidate": best, "val_accuracy": scores, **_json_info(built[best].info)}}
+        cache.finish(key, meta)
+    return State(INT8, state.model, state.normalizer, qart.load(d)), meta["choices"]
 
 
 def _encode(step: EncodeStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):

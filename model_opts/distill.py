@@ -6,7 +6,8 @@ Steps of `apply`:
    `windows`. Work on a deep copy of the teacher in eval mode with `requires_grad` off: the caller's teacher
    is never modified and never receives gradients; eval mode means no dropout and frozen BatchNorm
    statistics, so its logits do not draw from any random generator.
-2. For each candidate temperature (`cfg.temperatures`, or just `cfg.temperature`): build the student with
+2. For each candidate (alpha, temperature) (`cfg.alphas` x `cfg.temperatures`, each defaulting to the single
+   `cfg.alpha` / `cfg.temperature`; alphas outer): build the student with
    `CompactCNN1d(student_config, seed=cfg.seed + fold.index)` (the baseline's seeding, `har.experiment`)
    and train it with `har.training.fit` on the fold's training users (same augmentation, AdamW, one-cycle
    schedule, early stopping on validation macro-F1 as the baseline) under the loss
@@ -27,7 +28,7 @@ Editing `har/training.py` instead would change `hybrid.codehash.baseline_digest`
 baseline.
 Limits: the teacher must take the same normalised windows as the student (true for the fold's baseline,
 whose normaliser is fitted on the same training users); one forward of the teacher per training batch
-(about the teacher's inference cost again per epoch); alpha is fixed, only the temperature may be chosen.
+(about the teacher's inference cost again per epoch); every candidate is a full student training.
 """
 from __future__ import annotations
 
@@ -55,6 +56,7 @@ class DistillConfig:
     # term lower); the hard term keeps the student anchored where the teacher is wrong
     alpha: float = 0.7
     temperatures: tuple[float, ...] = ()  # candidates chosen on validation users; empty: just `temperature`
+    alphas: tuple[float, ...] = ()  # candidates chosen on validation users; empty: just `alpha`
     # training recipe: `har.training.TrainConfig`'s (the baseline's); `for_dataset` takes har.sweep's epochs
     epochs: int = TrainConfig.epochs
     patience: int = TrainConfig.patience
@@ -65,11 +67,15 @@ class DistillConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "temperatures", tuple(float(t) for t in self.temperatures))
+        object.__setattr__(self, "alphas", tuple(float(a) for a in self.alphas))
         for t in (self.temperature, *self.temperatures):
             if not np.isfinite(t) or t <= 0:
                 raise BadOptionError(f"distill: temperatures must be finite and > 0, got {t}")
-        if not 0.0 <= self.alpha <= 1.0:
-            raise BadOptionError(f"distill: alpha must be in [0, 1], got {self.alpha}")
+        for a in (self.alpha, *self.alphas):
+            if not 0.0 <= a <= 1.0:
+                raise BadOptionError(f"distill: alpha must be in [0, 1], got {a}")
+        if len(set(self.alphas)) != len(self.alphas):
+            raise BadOptionError(f"distill: candidate alphas repeat: {list(self.alphas)}")
         if len(set(self.temperatures)) != len(self.temperatures):
             raise BadOptionError(f"distill: candidate temperatures repeat: {list(self.temperatures)}")
         if self.epochs < 1 or self.patience < 1 or self.batch_size < 2:
@@ -83,8 +89,9 @@ class DistillConfig:
         from har.defaults import for_dataset
         return cls(**{"epochs": for_dataset(dataset, activities).epochs, **overrides})
 
-    def candidates(self) -> tuple[float, ...]:
-        return self.temperatures or (self.temperature,)
+    def candidates(self) -> tuple[tuple[float, float], ...]:
+        """(alpha, temperature) pairs in the order they are trained (alphas outer)."""
+        return tuple((a, t) for a in (self.alphas or (self.alpha,)) for t in (self.temperatures or (self.temperature,)))
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -185,23 +192,24 @@ def apply(teacher: nn.Module, student_config: CNNConfig, normalizer: Normalizer,
     frozen = _frozen_teacher(teacher, x_val, len(windows.classes))
     tcfg = train_config(cfg, windows, fold)
     best, runs = None, []
-    for t in cfg.candidates():
+    for a, t in cfg.candidates():
         pair = _WithTeacher(_new_student(student_config, windows, cfg, fold), frozen)
 
-        def loss(logits, y, pair=pair, t=t):
-            return kd_loss(logits, pair.teacher_logits, y, t, cfg.alpha, tcfg.label_smoothing)
+        def loss(logits, y, pair=pair, t=t, a=a):
+            return kd_loss(logits, pair.teacher_logits, y, t, a, tcfg.label_smoothing)
 
-        pair, history = fit(pair, x_tr, y_tr, x_val, y_val, tcfg, desc=f"distill T={t:g}", loss_fn=loss,
-                            progress=False)
+        pair, history = fit(pair, x_tr, y_tr, x_val, y_val, tcfg, desc=f"distill alpha={a:g} T={t:g}",
+                            loss_fn=loss, progress=False)
         student = pair.student.eval()
-        run = {"temperature": t, "val": _scores(student, x_val, y_val), "history": _history_summary(history)}
+        run = {"alpha": a, "temperature": t, "val": _scores(student, x_val, y_val),
+               "history": _history_summary(history)}
         runs.append(run)
         if best is None or run["val"]["macro_f1"] > best[1]["val"]["macro_f1"]:
             best = (student, run)
     student, chosen = best
-    info = {"temperature": chosen["temperature"], "alpha": cfg.alpha, "label_smoothing": tcfg.label_smoothing,
+    info = {"temperature": chosen["temperature"], "alpha": chosen["alpha"], "label_smoothing": tcfg.label_smoothing,
             "chosen_on": "validation users (macro-F1)", "val": chosen["val"], "history": chosen["history"],
             "candidates": runs, "teacher_val": _scores(frozen, x_val, y_val),
             "student_widths": list(student_config.widths),
-            "config": {**cfg.to_dict(), "temperatures": list(cfg.temperatures)}}  # JSON has no tuples
+            "config": {**cfg.to_dict(), "temperatures": list(cfg.temperatures), "alphas": list(cfg.alphas)}}
     return student, info

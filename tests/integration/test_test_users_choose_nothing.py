@@ -78,7 +78,7 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
              "pca": PCAStep(ks=(4, 8), epochs=2, patience=1),
              "cascade": CascadeStep(thresholds=(0.5, 0.8, 0.95), epochs=1, patience=1),
              "cluster": ClusterStep(k=4, epochs=1, patience=1),
-             "sparsity": SparseStep(target=0.9, stages=1, epochs_per_stage=1, final_epochs=1),
+             "sparsity": SparseStep(target=0.9, schedules=("1x1+1",)),
              "distill": DistillStep(epochs=1, patience=1)}
     results, rankings = [], []
     for tag, win in (("clean", clean), ("dirty", dirty)):

@@ -149,6 +149,21 @@ def test_temperature_is_the_best_candidate_on_validation_users(data):
     assert student.config.widths == STUDENT.widths
 
 
+def test_alpha_and_temperature_pairs_are_candidates_chosen_on_validation_users(data):
+    teacher, norm, win, fold = data
+    cfg = replace(FAST, alphas=(0.3, 0.9), temperatures=(2.0, 4.0))
+    assert cfg.candidates() == ((0.3, 2.0), (0.3, 4.0), (0.9, 2.0), (0.9, 4.0))  # alphas outer
+    _, info = distill.apply(teacher, STUDENT, norm, win, fold, cfg)
+    runs = info["candidates"]
+    assert [(r["alpha"], r["temperature"]) for r in runs] == list(cfg.candidates())
+    best = runs[int(np.argmax([r["val"]["macro_f1"] for r in runs]))]
+    assert (info["alpha"], info["temperature"]) == (best["alpha"], best["temperature"])
+    # a pair trained alone gives the student of that pair: candidates do not share state
+    alone, _ = distill.apply(teacher, STUDENT, norm, win, fold, replace(FAST, alpha=runs[-1]["alpha"],
+                                                                         temperature=runs[-1]["temperature"]))
+    assert distill._scores(alone, norm(win.x[fold.val_idx]), win.y[fold.val_idx]) == runs[-1]["val"]
+
+
 def test_student_config_takes_the_pruned_widths():
     teacher = CNNConfig()
     s = distill.student_config(teacher, 0.7)
@@ -159,7 +174,7 @@ def test_student_config_takes_the_pruned_widths():
 
 @pytest.mark.parametrize("bad", [dict(temperature=0.0), dict(temperature=-1.0), dict(temperature=float("nan")),
                                  dict(alpha=-0.1), dict(alpha=1.5), dict(temperatures=(2.0, 0.0)),
-                                 dict(temperatures=(2.0, 2.0)), dict(epochs=0), dict(batch_size=1), dict(lr=0.0)])
+                                 dict(temperatures=(2.0, 2.0)), dict(alphas=(0.5, 1.5)), dict(alphas=(0.3, 0.3)), dict(epochs=0), dict(batch_size=1), dict(lr=0.0)])
 def test_bad_options_raise(bad):
     with pytest.raises(BadOptionError):
         distill.DistillConfig(**bad)

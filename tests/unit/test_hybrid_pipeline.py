@@ -17,7 +17,8 @@ from har.training import TrainConfig, fit
 from har.windows import Normalizer
 from hybrid import (PRESETS, VARIANTS, CascadeStep, ContrastiveStep, FoldContext, OrtStep, PCAStep, Pipeline,
                     PipelineConfig, PipelineError, PruneStep, QuantStep, StageCache, SystemStep, preset, stage_key)
-from hybrid.steps import FINAL, FP32, INT8, MLP, step_from_dict
+from hybrid.steps import (FINAL, FP32, INT8, MLP, DistillStep, SparseStep, parse_schedule, step_from_dict,
+                          step_to_dict)
 
 REQUIRED = ("baseline", "ort-fp32", "ort-int8", "int8", "pruned", "pca", "contrastive", "cascade", "flat",
             "static-pool", "lazy-weights", "system-all", "model-all", "clustered", "clustered-direct", "huffman",
@@ -73,6 +74,10 @@ def test_possible_combinations_are_accepted():
     lambda: PCAStep(ks=()), lambda: CascadeStep(tolerance_pp=-1), lambda: PipelineConfig("a b"),
     lambda: step_from_dict({"kind": "prune", "rate": 0.5}), lambda: step_from_dict({"kind": "fold"}),
     lambda: PipelineConfig.from_dict({"name": "x"}),
+    lambda: SparseStep(scopes=()), lambda: SparseStep(scopes=("layer", "layer")), lambda: SparseStep(scopes=("row",)),
+    lambda: SparseStep(schedules=("4x2",)), lambda: SparseStep(schedules=("0x2+4",)),
+    lambda: SparseStep(schedules=("4x2+4", "4x2+4")), lambda: DistillStep(alphas=()),
+    lambda: DistillStep(alphas=(1.5,)), lambda: DistillStep(temperatures=(0.0,)),
 ])
 def test_bad_step_options_raise_one_line_har_errors(bad):
     with pytest.raises(BadOptionError) as info:
@@ -168,3 +173,12 @@ def test_byte_fields_are_equal_across_folds_for_fixed_architecture_variants(trai
             assert fp.name == name and 0.0 <= fp.accuracy <= 1.0  # 1-epoch models: only shapes matter
         assert fields[0] == fields[1], name
     assert not preset("pca").fixed_architecture  # k is chosen per fold: its bytes may differ
+
+
+def test_sparse_schedules_parse_and_steps_round_trip_through_json():
+    assert parse_schedule("4x2+4") == (4, 2, 4) and parse_schedule("6x3+0") == (6, 3, 0)
+    for step in (SparseStep(), SparseStep(scopes=("global",), schedules=("2x1+1", "3x2+2")), DistillStep(),
+                 DistillStep(alphas=(0.0,))):
+        back = step_from_dict(json.loads(json.dumps(step_to_dict(step))))
+        assert back == step and hash(back) == hash(step)
+    assert DistillStep(alphas=(0.0,)).control and not DistillStep().control
