@@ -12,7 +12,7 @@ STAMP := $(VENV)/.installed
 $(STAMP): pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -e ".[dev,peers,firmware]"
+	$(PY) -m pip install --quiet -e ".[dev,peers,firmware,distributed]"
 	touch $(STAMP)
 
 venv: $(STAMP)

@@ -53,12 +53,13 @@ def ensure_fold(spec: BaselineSpec, win: Windows, fold: Fold, cache: StageCache,
                 ) -> tuple[Path, SavedModel, bool]:
     """(saved fold directory, the loaded model, whether it was trained now)."""
     key = f"{spec.key()}-fold{fold.index}"
-    d = cache.dir(key)
-    trained = cache.done(key) is None
-    if trained:
-        model, norm = train_fold_cnn(win, fold, spec.run, progress)
-        model_io.save(d, model, norm, win.config, win.classes,
-                      extra={"fold": fold.index, "test_users": list(fold.test_users),
-                             "val_users": list(fold.val_users), "split": spec.run.split, "seed": spec.run.seed})
-        cache.finish(key, {"baseline": spec.to_dict(), "fold": fold.index})
-    return d, model_io.load(d), trained
+    with cache.claim(key):  # concurrent workers (hybrid.executor): one trains, the others load
+        d = cache.dir(key)
+        trained = cache.done(key) is None
+        if trained:
+            model, norm = train_fold_cnn(win, fold, spec.run, progress)
+            model_io.save(d, model, norm, win.config, win.classes,
+                          extra={"fold": fold.index, "test_users": list(fold.test_users),
+                                 "val_users": list(fold.val_users), "split": spec.run.split, "seed": spec.run.seed})
+            cache.finish(key, {"baseline": spec.to_dict(), "fold": fold.index})
+        return d, model_io.load(d), trained

@@ -136,6 +136,9 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
                              "chosen": False})
     fitting = [r for r in rows if r["fits"]]
     win = runner.data.windows
+    getattr(runner, "pretrain_points", lambda points, fold: None)(  # executor tasks first (hybrid.tasks)
+        [(tuple(r["widths"]), point_pipeline(tuple(r["widths"]), r["ratio"], r["method"], runner.s.quick))
+         for r in fitting], k)
     for r in tqdm(fitting, desc="budget grid", disable=not runner.s.progress):
         ctx = _widths_context(runner, tuple(r["widths"]), k)
         bound_threads(runner.s.threads)

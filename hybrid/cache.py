@@ -12,11 +12,18 @@ instead stores its result in its own format (safetensors models, the int8 artifa
 and a cache hit reloads it from those files, so a fresh run and a resumed run measure the same bytes.
 joblib also hashes only the decorated function's own code, not the code it calls, so an edit in a
 helper would silently reuse a stale entry.
+Concurrent workers (`hybrid.executor`: processes, or Ray workers on several machines sharing the cache
+path) take `claim(key)` around a stage: an exclusive `fcntl.flock` on `<root>/locks/<key>.lock`, so one
+worker builds an entry while the others wait and then load it; the kernel drops the lock of a worker
+that dies, and the next one rebuilds the unfinished entry over. On NFS the lock needs the server's lock
+service (NFSv4, or v3 with lockd; not `nolock` mounts).
 Limits: entries are never evicted (delete the folder to reclaim space); the key trusts that library
 versions did not change results in between.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 from pathlib import Path
 
@@ -56,3 +63,15 @@ class StageCache:
 
     def finish(self, key: str, meta: dict) -> None:
         atomic_write_text(self.dir(key) / DONE_FILE, json.dumps(meta, indent=2, sort_keys=True, default=str) + "\n")
+
+    @contextlib.contextmanager
+    def claim(self, key: str):
+        """Hold the entry's lock (module docstring) for the duration of the block."""
+        path = self.root / "locks" / f"{key}.lock"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "a+b") as fh:
+            fcntl.flock(fh.fileno(), fcntl.LOCK_EX)
+            try:
+                yield
+            finally:
+                fcntl.flock(fh.fileno(), fcntl.LOCK_UN)

@@ -166,6 +166,9 @@ def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:
                              "chosen": False})
     for r in rows:
         r["fits"] = _fits(r, cfg)
+    getattr(runner, "pretrain_points", lambda points, fold: None)(  # executor tasks first (hybrid.tasks)
+        [(tuple(r["widths"]), recipe_pipeline(tuple(r["widths"]), r["ratio"], r["recipe"], runner.s.quick))
+         for r in rows if r["fits"]], k)
     for r in tqdm([r for r in rows if r["fits"]], desc="device budget grid", disable=not runner.s.progress):
         ctx = _widths_context(runner, tuple(r["widths"]), k)
         built = Pipeline(recipe_pipeline(tuple(r["widths"]), r["ratio"], r["recipe"], runner.s.quick)).build(

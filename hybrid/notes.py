@@ -176,6 +176,30 @@ def _reading_lines(rows: list[dict]) -> list[str]:
     return out + [""]
 
 
+def _seed_lines(runner, rows: list[dict]) -> list[str]:
+    """Seeds x folds: mean and Student's t 95 % interval per variant (`hybrid.report.ci95`), and where the
+    trainings ran."""
+    seeds = runner.s.all_seeds
+    lines = ["## Seeds x folds", "",
+             f"Seeds {', '.join(map(str, seeds))} x {len(runner.data.fold_indices)} fold(s); each seed re-draws the "
+             "user split, the initialisations and every training seed (a repeated subject-wise cross-validation). "
+             "The first seed's run is the one measured in full above; the others are scored on their test users "
+             "(`seeds.csv`). The interval is Student's t over all seed x fold scores, which share users: read it "
+             "as a spread, not an exact coverage.", "",
+             "| variant | seed x fold scores | mean | 95 % interval |", "|---|---|---|---|"]
+    for r in rows:
+        if r.get("accuracy_ci95_low") is None:
+            continue
+        n = len(seeds) * len(runner.data.fold_indices)
+        lines.append(f"| {r['variant']} | {n} | {100 * r['accuracy_seeds_folds_mean']:.2f} % | "
+                     f"{100 * r['accuracy_ci95_low']:.2f} – {100 * r['accuracy_ci95_high']:.2f} % |")
+    tasks = getattr(runner.state, "tasks", {}) or {}
+    for name, t in tasks.items():
+        lines += ["", f"Trainings ({name}): {t['tasks']} tasks on the {t['executor']} executor with {t['workers']} "
+                  f"worker(s), {t['task_seconds']:,} s of task time (`hybrid.executor`)."]
+    return (lines + [""]) if len(seeds) > 1 or tasks else []
+
+
 def _step_seconds(runner) -> float:
     """Seconds between two results while streaming: the window step over the dataset's sample rate."""
     return runner.data.windows.config.step / runner.data.sample_rate_hz
@@ -196,7 +220,7 @@ def render(runner, rows: list[dict], figures: list[str]) -> str:
         if checks:
             lines += ["### The `hybrid` row against its targets", "", "| target | met | measured |", "|---|---|---|"]
             lines += [f"| {t} | {'yes' if ok else '**no**'} | {m} |" for t, ok, m in checks] + [""]
-        lines += _reading_lines(rows)
+        lines += _reading_lines(rows) + _seed_lines(runner, rows)
         from hybrid.device import firmware_lines
         from hybrid.techniques import technique_lines
         lines += firmware_lines(runner)

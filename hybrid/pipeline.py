@@ -165,7 +165,8 @@ class Pipeline:
         choices: dict = {}
         for i, step in enumerate(self.config.steps):
             key = stage_key(ctx.cache_prefix(), self.config.steps[:i + 1])
-            state, chosen = run_step(step, state, ctx, cache, key, self.config.name)
+            with cache.claim(key):  # concurrent workers: one builds the entry, the others load it
+                state, chosen = run_step(step, state, ctx, cache, key, self.config.name)
             if chosen:
                 choices[step.kind] = chosen
         return Built(finish(state, ctx, self.config.name), choices)

@@ -19,7 +19,8 @@ from har.measure.footprint import BYTE_FIELDS, Footprint
 SUMMARY_COLUMNS = ("variant", "family", "accuracy", "accuracy_std", "macro_f1", "weight_bytes", "arena_bytes",
                    "model_bytes", "flash_bytes", "ram_bytes", "instructions_per_inference", "activation_bytes_peak", "param_count", "macs", "peak_heap_bytes",
                    "allocations_per_inference", "allocated_bytes_per_inference", "latency_ms_p50", "latency_ms_p95",
-                   "throughput_windows_per_s", "split", "n_folds", "accuracy_per_fold")
+                   "throughput_windows_per_s", "split", "n_folds", "accuracy_per_fold", "n_seeds",
+                   "accuracy_seeds_folds_mean", "accuracy_ci95_low", "accuracy_ci95_high")
 # measured to vary between two runs with the same seed on the same machine: timing, and memray's heap
 # figures of artifacts that allocate (torch, ONNX Runtime and numpy caches; a zero-allocation artifact stays 0)
 VOLATILE_COLUMNS = ("peak_heap_bytes", "allocations_per_inference", "allocated_bytes_per_inference",
@@ -35,6 +36,28 @@ def summary_row(name: str, cfg, fps: list[Footprint], split: str) -> dict:
             "macro_f1": float(np.mean([fp.macro_f1 for fp in fps])),
             **{c: getattr(f0, c) for c in SUMMARY_COLUMNS if hasattr(f0, c) and c not in ("accuracy", "macro_f1")},
             "split": split, "n_folds": len(fps), "accuracy_per_fold": " ".join(f"{a:.4f}" for a in acc)}
+
+
+def ci95(values) -> tuple[float, float, float]:
+    """(mean, low, high): Student's t interval of the mean, mean +- t(0.975, n - 1) * sd / sqrt(n).
+    Seeds x folds share users and data, so the scores are not independent: the interval is a guide to
+    the spread, narrower than the truth. n = 1: the interval is the point."""
+    from scipy import stats
+    v = np.asarray(list(values), dtype=float)
+    m = float(v.mean())
+    if len(v) < 2:
+        return m, m, m
+    half = float(stats.t.ppf(0.975, len(v) - 1) * v.std(ddof=1) / np.sqrt(len(v)))
+    return m, m - half, m + half
+
+
+def with_seed_interval(row: dict, fold_rows: list[dict], seed_rows: list[dict], seeds: tuple[int, ...]) -> dict:
+    """The summary row with the mean and 95 % interval over every (seed, fold) test accuracy."""
+    acc = [float(r["accuracy"]) for r in fold_rows if r["variant"] == row["variant"]]
+    acc += [float(r["accuracy"]) for r in seed_rows if r["variant"] == row["variant"]]
+    m, lo, hi = ci95(acc)
+    return {**row, "n_seeds": len(seeds), "accuracy_seeds_folds_mean": m, "accuracy_ci95_low": lo,
+            "accuracy_ci95_high": hi}
 
 
 def _csv(rows: list[dict], columns: tuple[str, ...]) -> str:

@@ -42,7 +42,16 @@ def build_parser():
     p.add_argument("--threads", type=int, default=1,
                    help="torch threads for training (default 1: on a shared 2-core machine 2 threads were measured "
                         "many times slower for the small MLP/CNN trainings here); measuring always uses 1")
-    p.add_argument("--cache-dir", default=None, help="stage cache (default: <project>/.cache/hybrid)")
+    p.add_argument("--cache-dir", default=None, help="stage cache (default: <project>/.cache/hybrid); a path every "
+                   "worker sees (shared file system) lets a second machine or a rerun resume")
+    p.add_argument("--executor", default="local", help="where trainings run: local (default; --workers processes) "
+                   "or ray (hybrid.executor)")
+    p.add_argument("--workers", type=int, default=1, help="local: training processes (1: this process); ray "
+                   "without --ray-address: CPUs of the local Ray it starts")
+    p.add_argument("--ray-address", default=None, help="with --executor ray: 'auto' (the cluster `ray start` runs "
+                   "here) or HOST:PORT of a head node; default: start a local Ray")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (a sweep axis): every variant x fold x seed, "
+                   "mean and 95 %% interval over seeds x folds; the first seed's run is measured in full")
     p.add_argument("--no-flamegraphs", action="store_true", help="skip the memray flame graph HTML files")
     p.add_argument("--no-firmware", action="store_true",
                    help="skip the firmware section (export + emulated Cortex-M4/M0+ runs of the int8 variants)")
@@ -63,6 +72,18 @@ def _variants(flag: str | None, budget: bool) -> tuple[str, ...]:
     return names
 
 
+def _seeds(flag: str | None) -> tuple[int, ...]:
+    if flag is None:
+        return ()
+    try:
+        seeds = tuple(int(v) for v in flag.split(",") if v.strip())
+    except ValueError:
+        raise BadOptionError(f"--seeds takes comma-separated integers, got {flag!r}") from None
+    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
+        raise BadOptionError(f"--seeds needs distinct integers >= 0, got {flag!r}")
+    return seeds
+
+
 def _run(args) -> int:
     from hybrid.runner import RunSettings, run
     if args.budget_kib is not None and not args.budget_kib > 0:
@@ -73,6 +94,11 @@ def _run(args) -> int:
         raise BadOptionError("give --flash-kib and --ram-kib together")
     if args.flash_kib is not None and not (args.flash_kib > 0 and args.ram_kib > 0):
         raise BadOptionError(f"--flash-kib and --ram-kib must be > 0, got {args.flash_kib}, {args.ram_kib}")
+    from hybrid.executor import ExecutorConfig
+    ExecutorConfig(args.executor, args.workers, args.ray_address)  # BadOptionError for a bad combination
+    seeds = _seeds(args.seeds)
+    if seeds and args.seed != 0 and args.seed != seeds[0]:
+        raise BadOptionError("give --seed or --seeds, not both")
     searching = args.budget_kib is not None or args.flash_kib is not None
     variants = _variants(args.variants, searching)
     if not variants and not searching:
@@ -80,7 +106,9 @@ def _run(args) -> int:
     out = Path(args.out) if args.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     settings = RunSettings(out=out, dataset=args.dataset, activities=args.activities, data_dir=args.data_dir,
-                           quick=args.quick, seed=args.seed, variants=variants, budget_kib=args.budget_kib,
+                           quick=args.quick, seed=seeds[0] if seeds else args.seed, variants=variants,
+                           budget_kib=args.budget_kib, executor=args.executor, workers=args.workers,
+                           ray_address=args.ray_address, seeds=seeds,
                            flash_kib=args.flash_kib, ram_kib=args.ram_kib,
                            threads=args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                            progress=not args.no_progress, flamegraphs=not args.no_flamegraphs,

@@ -44,7 +44,7 @@ from hybrid.cache import StageCache
 from hybrid.execute import FoldContext
 from hybrid.measuring import TIMED_FOLD, measure_config, measure_variant
 from hybrid.pipeline import VARIANTS, Pipeline, PipelineConfig, preset
-from hybrid.report import folds_csv, summary_csv, summary_row
+from hybrid.report import folds_csv, summary_csv, summary_row, with_seed_interval
 
 
 class StageError(HarError):
@@ -68,6 +68,14 @@ class RunSettings:
     progress: bool = True
     flamegraphs: bool = True
     firmware: bool = True  # export int8 variants and run them on emulated Cortex-M (hybrid.device)
+    executor: str = "local"  # where trainings run (hybrid.executor): local | ray
+    workers: int = 1  # local: processes (1 = in this process); ray without an address: CPUs of a local Ray
+    ray_address: str | None = None
+    seeds: tuple[int, ...] = ()  # the seeds axis (hybrid.tasks.seed_rows); empty: just `seed`
+
+    @property
+    def all_seeds(self) -> tuple[int, ...]:
+        return self.seeds or (self.seed,)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -97,6 +105,8 @@ class RunState:
     device_budget: dict | None = None
     breakeven: list = field(default_factory=list)  # firmware.breakeven.sweep rows (full runs)
     footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
+    seed_rows: list = field(default_factory=list)  # hybrid.tasks.seed_rows: seeds after the first
+    tasks: dict = field(default_factory=dict)  # executor waves: tasks, failures, seconds (hybrid.tasks)
     firmware: dict = field(default_factory=dict)  # variant -> fold -> firmware.measure.FirmwareResult
     forest: dict | None = None  # the RandomForest firmware peer (hybrid.device.forest_peer)
 
@@ -133,11 +143,15 @@ class Runner:
         self._firmware_memo: dict = {}
 
     # -- stages -------------------------------------------------------------------------------------
-    def prepare(self) -> None:
+    def load(self) -> None:
+        """Data, folds and the baselines' spec; nothing written (executor workers start here too)."""
         with self._stage("data"):
             self.data = load_data(self.s, self.run_cfg, self.cache)
         self.spec = BaselineSpec(self.s.dataset, self.s.activities, self.run_cfg,
                                  provenance.data_digest(self.data.checksums), self.s.threads)
+
+    def prepare(self) -> None:
+        self.load()
         self.write_run_json("running")
         with self._stage("baseline"):
             bar = tqdm(self.data.fold_indices, desc="baseline folds", disable=not self.s.progress)
@@ -200,11 +214,33 @@ class Runner:
         self.write_tables()
 
     def variants(self) -> None:
+        if not self.configs:
+            return  # a budget search alone
+        from hybrid import tasks  # noqa: PLC0415 -- tasks builds Runners in its workers
+        with self._stage("training-tasks"):
+            self._record_tasks("variants", tasks.pretrain(self))
         total = len(self.configs) * len(self.data.fold_indices)
         with tqdm(total=total, desc="variants x folds", disable=not self.s.progress) as bar:
             for name, cfg in self.configs.items():
                 with self._stage(f"variant:{name}"):
                     self.variant(name, cfg, bar)
+        if len(self.s.all_seeds) > 1:
+            with self._stage("seeds"):
+                self.state.seed_rows = tasks.seed_rows(self)
+            atomic_write_text(self.out / "seeds.csv", _dict_csv(self.state.seed_rows))
+        self.state.rows = [with_seed_interval(r, self.state.fold_rows, self.state.seed_rows, self.s.all_seeds)
+                           for r in self.state.rows]
+        self.write_tables()
+
+    def pretrain_points(self, points: list, fold: int) -> None:
+        """A budget search's fitting points trained as executor tasks first (`hybrid.tasks`)."""
+        from hybrid import tasks  # noqa: PLC0415
+        self._record_tasks("grid", tasks.pretrain_points(self, points, fold))
+
+    def _record_tasks(self, name: str, results: list) -> None:
+        if results:
+            self.state.tasks[name] = {"executor": self.s.executor, "workers": self.s.workers,
+                                      "tasks": len(results), "task_seconds": round(sum(r.seconds for r in results), 1)}
 
     def budget(self) -> None:
         if self.s.budget_kib is None:
@@ -291,7 +327,7 @@ class Runner:
             "choices_on_validation_users": self.state.choices, "budget": self.state.budget,
             "device_budget": self.state.device_budget, "breakeven": self.state.breakeven,
             "firmware": {n: {str(k): r.to_dict() for k, r in per.items()} for n, per in self.state.firmware.items()},
-            "forest_firmware": self.state.forest,
+            "forest_firmware": self.state.forest, "executor_tasks": self.state.tasks,
         }
         if d is not None:
             doc["data"] = {"dataset": self.s.dataset, "activities": self.s.activities, "root": str(d.root),

@@ -178,6 +178,12 @@ def test_export_cli_writes_the_variants_own_storage_or_the_one_asked_for(quick_r
     (["--budget-kib", "-1"], "--budget-kib must be > 0"),
     (["--dataset", "wisdm-features"], "raw-signal dataset"),
     (["--seed", "x"], "invalid int value"),
+    (["--executor", "dask"], "unknown executor 'dask'"),
+    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
+    (["--workers", "0"], "workers >= 1"),
+    (["--seeds", "1,1"], "--seeds needs distinct integers"),
+    (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
+    (["--seed", "3", "--seeds", "0,1"], "give --seed or --seeds"),
 ])
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, data_dir, capsys):
     assert run.main(_args(tmp_path / "o", tmp_path / "c", data_dir, *extra)) == 2

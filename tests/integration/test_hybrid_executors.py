@@ -1,0 +1,67 @@
+"""`hybrid.run --executor ray` on a local 2-CPU Ray cluster and `--workers 2` give the local executor's
+summary.csv and seeds.csv (every non-volatile column), with seeds as a sweep axis; two variants that share
+their first stages race on those cache entries and leave one valid entry each."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+
+from hybrid import run
+from hybrid.report import SUMMARY_COLUMNS, VOLATILE_COLUMNS
+
+pytestmark = pytest.mark.slow
+VARIANTS = "hybrid,model-all"  # the same prune and quantize stages: their tasks race on those entries
+
+
+def _rows(path):
+    with open(path, newline="") as fh:
+        return list(csv.DictReader(fh))
+
+
+def _run(base, name, data_dir, *extra):
+    out, cache = base / name, base / f"cache-{name}"
+    assert run.main(["--quick", "--out", str(out), "--cache-dir", str(cache), "--data-dir", str(data_dir),
+                     "--threads", "1", "--no-progress", "--no-flamegraphs", "--no-firmware", "--variants",
+                     VARIANTS, "--seeds", "0,1", *extra]) == 0
+    return out, cache
+
+
+@pytest.fixture(scope="module")
+def local_run(data_dir, tmp_path_factory):
+    return _run(tmp_path_factory.mktemp("executors"), "local", data_dir)
+
+
+def _stable(rows):
+    keep = [c for c in SUMMARY_COLUMNS if c not in VOLATILE_COLUMNS]
+    return [{c: r[c] for c in keep} for r in rows]
+
+
+@pytest.mark.parametrize("executor", [("--executor", "ray", "--workers", "2"), ("--workers", "2")],
+                         ids=["ray", "pool"])
+def test_parallel_executors_give_the_local_tables(local_run, data_dir, tmp_path, executor):
+    local_out, _ = local_run
+    out, cache = _run(tmp_path, "parallel", data_dir, *executor)
+    assert _stable(_rows(out / "summary.csv")) == _stable(_rows(local_out / "summary.csv"))
+    assert _rows(out / "seeds.csv") == _rows(local_out / "seeds.csv")
+    tasks = json.loads((out / "run.json").read_text())["executor_tasks"]["variants"]
+    assert tasks["tasks"] == 2 * (1 + 2)  # per seed: the baseline of fold 0, then each variant
+    for stage in (cache / "stages").iterdir():  # raced or not: every entry finished, none torn
+        assert json.loads((stage / "stage.json").read_text()) is not None
+        assert not [p for p in stage.iterdir() if p.name.endswith(".tmp")]
+
+
+def test_seeds_are_an_axis_with_a_mean_and_interval_over_seeds_and_folds(local_run, data_dir, tmp_path):
+    out, _ = local_run
+    summary, seeds = _rows(out / "summary.csv"), _rows(out / "seeds.csv")
+    assert [(r["variant"], r["seed"], r["fold"]) for r in seeds] == [("hybrid", "1", "0"), ("model-all", "1", "0")]
+    for r in summary:
+        accs = [float(r["accuracy"])] + [float(s["accuracy"]) for s in seeds if s["variant"] == r["variant"]]
+        assert r["n_seeds"] == "2"
+        assert float(r["accuracy_seeds_folds_mean"]) == pytest.approx(sum(accs) / 2)
+        assert float(r["accuracy_ci95_low"]) <= min(accs) <= max(accs) <= float(r["accuracy_ci95_high"])
+    # seed 1's score is what a run with --seed 1 measures: the axis re-runs the whole protocol per seed
+    one, _ = _run(tmp_path, "seed1", data_dir, "--seeds", "1")
+    assert {r["variant"]: r["accuracy"] for r in _rows(one / "summary.csv")} == {
+        s["variant"]: s["accuracy"] for s in seeds}
