@@ -153,6 +153,9 @@ class Runner:
     def prepare(self) -> None:
         self.load()
         self.write_run_json("running")
+        from hybrid import tasks  # noqa: PLC0415 -- tasks builds Runners in its workers
+        with self._stage("baseline-tasks"):
+            self._record_tasks("baselines", tasks.pretrain_baselines(self))
         with self._stage("baseline"):
             bar = tqdm(self.data.fold_indices, desc="baseline folds", disable=not self.s.progress)
             for k in bar:

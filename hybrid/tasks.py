@@ -1,8 +1,10 @@
 """The trainings of a `hybrid.run` as executor tasks (`hybrid.executor`), and the seeds axis.
 
-Steps of `pretrain(runner)` (only when the executor is not the inline default):
-1. Wave 1, one task per (fold, seed): the fold's baseline CNN (`hybrid.baseline.ensure_fold`).
-2. Wave 2, one task per (variant, fold, seed): the variant's `Pipeline.build` from that baseline.
+Steps (only when the executor is not the inline default):
+1. `pretrain_baselines(runner)`, one task per (fold, seed): the fold's baseline CNN
+   (`hybrid.baseline.ensure_fold`), before the runner loads them.
+2. `pretrain(runner)`, one task per (variant, fold, seed): the variant's `Pipeline.build` from that
+   baseline.
 Every task trains into the shared stage cache and returns only what it chose and how long it took; the
 runner then builds and measures every variant in its own process exactly as without an executor, now from
 cache hits, so the tables are the same bytes whichever executor trained them (`hybrid.executor`).
@@ -94,15 +96,22 @@ def _waves(runner: Runner, waves: list[list[Task]], desc: str) -> list:
     return out
 
 
+def pretrain_baselines(runner: Runner) -> list:
+    """Module docstring, step 1 (before anything else needs a baseline); nothing to do inline."""
+    if executor_config(runner.s).inline:
+        return []
+    seeds = runner.s.all_seeds if runner.configs else (runner.s.seed,)  # a budget search alone: one seed
+    return _waves(runner, [[Task("baseline", "baseline", k, s) for s in seeds for k in runner.data.fold_indices]],
+                  "baseline tasks")
+
+
 def pretrain(runner: Runner) -> list:
-    """Module docstring, steps 1-2; nothing to do for the inline executor (it trains as it measures)."""
+    """Module docstring, step 2 (the baselines are cached by then); nothing to do inline."""
     if executor_config(runner.s).inline:
         return []
     folds = runner.data.fold_indices
-    seeds = runner.s.all_seeds
-    base = [Task("baseline", "baseline", k, s) for s in seeds for k in folds]
-    var = [Task("variant", name, k, s) for s in seeds for name in runner.configs for k in folds]
-    return _waves(runner, [base, var], "training tasks")
+    tasks = [Task("variant", name, k, s) for s in runner.s.all_seeds for name in runner.configs for k in folds]
+    return _waves(runner, [tasks], "training tasks")
 
 
 def pretrain_points(runner: Runner, points: list[tuple[tuple[int, ...], PipelineConfig]], fold: int) -> list:

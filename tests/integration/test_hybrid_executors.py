@@ -45,8 +45,8 @@ def test_parallel_executors_give_the_local_tables(local_run, data_dir, tmp_path,
     out, cache = _run(tmp_path, "parallel", data_dir, *executor)
     assert _stable(_rows(out / "summary.csv")) == _stable(_rows(local_out / "summary.csv"))
     assert _rows(out / "seeds.csv") == _rows(local_out / "seeds.csv")
-    tasks = json.loads((out / "run.json").read_text())["executor_tasks"]["variants"]
-    assert tasks["tasks"] == 2 * (1 + 2)  # per seed: the baseline of fold 0, then each variant
+    tasks = json.loads((out / "run.json").read_text())["executor_tasks"]
+    assert tasks["baselines"]["tasks"] == 2 and tasks["variants"]["tasks"] == 2 * 2  # per seed: fold 0's, each variant
     for stage in (cache / "stages").iterdir():  # raced or not: every entry finished, none torn
         assert json.loads((stage / "stage.json").read_text()) is not None
         assert not [p for p in stage.iterdir() if p.name.endswith(".tmp")]
