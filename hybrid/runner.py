@@ -16,6 +16,11 @@ Steps of `run(settings)`:
    after it, in full runs, the break-even sparsity sweep (`firmware.breakeven`, with the sparse variant) and
    the RandomForest firmware peer on fold 0 (with the hybrid).
 6. Plots and `report.md` (`hybrid.report`, `hybrid.plots`).
+Executors (`--executor`, `--workers`; `hybrid.executor`, `hybrid.tasks`): with anything but the default
+(local, one worker) the baselines (step 2), the variants (step 4) and a budget search's fitting points are
+first trained as tasks, in parallel, into the stage cache; the steps above then find every stage cached
+and measure in this process as they would have. `--seeds`: after step 4, every variant on every fold of
+each further seed, scored on that seed's test users (`seeds.csv`, an interval in `summary.csv`).
 Training uses `threads` torch threads; measuring always runs single-threaded.
 A failing stage raises `StageError` (exit 2 via `har.cli`) naming the variant and fold; its traceback is
 written to `error.log` in the output directory.

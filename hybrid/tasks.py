@@ -64,8 +64,10 @@ def worker_runner(settings: dict, seed: int) -> Runner:
 
 def train_task(task: Task, settings: dict) -> dict:
     """Runs in a worker: train what `task` names into the stage cache (module docstring)."""
+    from har.training import bound_threads
     from hybrid.budget import _widths_context
     r = worker_runner(settings, task.seed)
+    bound_threads(r.s.threads)  # the serial run's thread count: float sums in the same order, same weights
     widths = task.payload.get("widths")
     if task.kind == "baseline":
         if widths is None:
@@ -84,13 +86,20 @@ def train_task(task: Task, settings: dict) -> dict:
     return {"choices": built.choices, "cache_misses": r.cache.misses}
 
 
+def _worker_settings(runner: Runner) -> dict:
+    """The settings the workers rebuild their Runner from, with the data root and the cache resolved here:
+    a worker on another node has neither this process's environment ($HAR_DATA_DIR) nor its project dir."""
+    return {**runner.s.to_dict(), "data_dir": str(runner.data.root.resolve()),
+            "cache_dir": str(Path(runner.cache.root).resolve())}
+
+
 def _waves(runner: Runner, waves: list[list[Task]], desc: str) -> list:
     """Each wave's tasks after the previous wave's (baselines before what starts from them), on one bar."""
     from tqdm.auto import tqdm
     out = []
     with tqdm(total=sum(map(len, waves)), desc=desc, disable=not runner.s.progress) as bar:
         for tasks in waves:
-            results = run_tasks(train_task, tasks, executor_config(runner.s), runner.s.to_dict(), bar=bar)
+            results = run_tasks(train_task, tasks, executor_config(runner.s), _worker_settings(runner), bar=bar)
             raise_failures(results)
             out.extend(results)
     return out

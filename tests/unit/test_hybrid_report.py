@@ -94,3 +94,24 @@ def test_checksums_are_cached_by_size_and_mtime(tmp_path):
     os.utime(f, ns=(1, 1))
     assert provenance.checksums([f], cache)[f.name] not in ("0" * 64, first[f.name])
     assert provenance.git_commit() != ""
+
+
+def test_ci95_is_students_t_interval_of_the_mean():
+    from hybrid.report import ci95
+    m, lo, hi = ci95([0.80, 0.84, 0.88, 0.92])
+    # t(0.975, 3) = 3.182446; sd (ddof 1) = 0.0516398; sqrt(4) = 2
+    assert m == pytest.approx(0.86)
+    assert hi - m == pytest.approx(m - lo) == pytest.approx(3.182446 * 0.0516398 / 2, rel=1e-5)
+    assert ci95([0.9]) == (0.9, 0.9, 0.9)  # one score: no spread to speak of
+
+
+def test_seed_interval_pools_the_first_seeds_folds_and_the_other_seeds():
+    from hybrid.report import ci95, with_seed_interval
+    folds = [{"variant": "a", "accuracy": 0.8}, {"variant": "a", "accuracy": 0.9}, {"variant": "b", "accuracy": 0.1}]
+    seeds = [{"variant": "a", "seed": 1, "fold": 0, "accuracy": 0.85}, {"variant": "b", "seed": 1, "fold": 0,
+                                                                       "accuracy": 0.2}]
+    row = with_seed_interval({"variant": "a", "accuracy": 0.85}, folds, seeds, (0, 1))
+    m, lo, hi = ci95([0.8, 0.9, 0.85])
+    assert (row["n_seeds"], row["accuracy_seeds_folds_mean"], row["accuracy_ci95_low"], row["accuracy_ci95_high"]
+            ) == (2, m, lo, hi)
+    assert row["accuracy"] == 0.85  # the first seed's columns are left as measured
