@@ -12,9 +12,8 @@ Steps of `run_tasks`:
    postfix). A task that raises is not retried (a bug or bad data fails the same way again): its error is
    kept in its `TaskResult`. A task whose WORKER dies (killed, out of memory) is retried up to
    `cfg.max_retries` times: Ray does this itself (`max_retries` counts system failures only); the local
-   pool, which breaks as a whole when a child dies, is rebuilt and the unfinished tasks resubmitted,
-   charging one attempt to every task that was running when it broke (the pool cannot say which child
-   held which task).
+   pool, which breaks as a whole when a child dies, is rebuilt: the tasks that were in flight are re-run
+   one at a time to find the one whose worker dies (only its deaths count), the rest resubmitted.
 3. Results come back in the order of `tasks`, whatever the order they finished in.
 Why tasks only train: a task's products go to the shared stage cache (`hybrid.cache`, locked per entry)
 and the caller re-loads and measures them in one process afterwards, so timings and memory profiles
@@ -147,37 +146,53 @@ def _inline(fn: Callable, task: Task, args: tuple, bar, failed: list[str] | None
 
 
 def _run_pool(fn: Callable, tasks: list[Task], cfg: ExecutorConfig, args: tuple, bar) -> list[TaskResult]:
+    """At most `cfg.workers` tasks in flight. When a child dies the pool breaks and cannot say which task
+    it held: the tasks in flight become suspects, each re-run alone in a pool of its own; a death there is
+    that task's, and only such deaths count against `cfg.max_retries`."""
     import multiprocessing
     results: dict[int, TaskResult] = {}
-    attempts = {i: 0 for i in range(len(tasks))}
+    runs, deaths = [0] * len(tasks), [0] * len(tasks)
     failed: list[str] = []
+    suspects: list[int] = []
     while len(results) < len(tasks):
-        todo = [i for i in range(len(tasks)) if i not in results]
-        with ProcessPoolExecutor(max_workers=min(cfg.workers, len(todo)),
+        alone = bool(suspects)
+        queue = [suspects.pop(0)] if alone else [i for i in range(len(tasks)) if i not in results]
+        limit = 1 if alone else cfg.workers
+        in_flight: dict = {}
+        broken = False
+        with ProcessPoolExecutor(max_workers=min(limit, len(queue)),
                                  mp_context=multiprocessing.get_context("spawn")) as pool:
-            futures = {pool.submit(_timed, fn, tasks[i], args): i for i in todo}
-            for i in todo:
-                attempts[i] += 1
-            pending = set(futures)
-            broken = False
-            while pending and not broken:
-                done, pending = wait(pending, return_when=FIRST_COMPLETED)
+            while (queue or in_flight) and not broken:
+                try:
+                    while queue and len(in_flight) < limit:
+                        i = queue.pop(0)
+                        runs[i] += 1
+                        in_flight[pool.submit(_timed, fn, tasks[i], args)] = i
+                except BrokenProcessPool:
+                    broken = True
+                    break
+                done, _ = wait(set(in_flight), return_when=FIRST_COMPLETED)
                 for fut in done:
-                    i = futures[fut]
+                    i = in_flight.pop(fut)
                     try:
                         value, s = fut.result()
-                        results[i] = _note(bar, failed, TaskResult(tasks[i], True, value, None, attempts[i], s))
+                        results[i] = _note(bar, failed, TaskResult(tasks[i], True, value, None, runs[i], s))
                     except BrokenProcessPool:
-                        broken = True  # a child died: its task, and every unfinished one, goes round again
+                        broken = True
+                        in_flight[fut] = i
                     except Exception as exc:  # noqa: BLE001 -- the task raised: not retried
-                        results[i] = _note(bar, failed, TaskResult(tasks[i], False, None, _one_line(exc),
-                                                                   attempts[i]))
-        for i in [i for i in range(len(tasks)) if i not in results]:
-            if attempts[i] > cfg.max_retries:
-                results[i] = _note(bar, failed, TaskResult(tasks[i], False, None, "its worker died "
-                                                           f"{attempts[i]} time(s)", attempts[i]))
-        # attempts of tasks still queued (not running) when the pool broke were charged too: the pool
-        # cannot say which child held which task, so a retry budget is spent conservatively
+                        results[i] = _note(bar, failed, TaskResult(tasks[i], False, None, _one_line(exc), runs[i]))
+            if broken:
+                pool.shutdown(wait=True, cancel_futures=True)
+        flying = sorted(set(in_flight.values())) if broken else []
+        if len(flying) == 1:  # alone in flight: its death
+            i = flying[0]
+            deaths[i] += 1
+            if deaths[i] > cfg.max_retries:
+                results[i] = _note(bar, failed, TaskResult(tasks[i], False, None,
+                                                           f"its worker died {deaths[i]} time(s)", runs[i]))
+        else:
+            suspects.extend(flying)
     return [results[i] for i in range(len(tasks))]
 
 
@@ -194,7 +209,11 @@ def _run_ray(fn: Callable, tasks: list[Task], cfg: ExecutorConfig, args: tuple, 
         local = {"num_cpus": cfg.workers, "runtime_env": {"env_vars": {
             "PYTHONPATH": os.pathsep.join(p for p in sys.path if p)}}}
         kwargs = {"address": cfg.ray_address} if cfg.ray_address else local
-        ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+        try:
+            ray.init(include_dashboard=False, log_to_driver=False, configure_logging=False, **kwargs)
+        except Exception as exc:  # noqa: BLE001 -- no cluster at the address, ports taken, ...: one line
+            where = f"join Ray at {cfg.ray_address!r}" if cfg.ray_address else "start a local Ray"
+            raise BadOptionError(f"--executor ray: could not {where}: {_one_line(exc)}") from None
     try:
         remote = ray.remote(num_cpus=1, max_retries=cfg.max_retries, retry_exceptions=False)(_timed)
         refs = {remote.remote(fn, t, args): i for i, t in enumerate(tasks)}

@@ -182,7 +182,8 @@ def _seed_lines(runner, rows: list[dict]) -> list[str]:
     seeds = runner.s.all_seeds
     lines = ["## Seeds x folds", "",
              f"Seeds {', '.join(map(str, seeds))} x {len(runner.data.fold_indices)} fold(s); each seed re-draws the "
-             "user split, the initialisations and every training seed (a repeated subject-wise cross-validation). "
+             "user split (a repeated subject-wise cross-validation); initialisation and training seeds are seed + "
+             "fold index. "
              "The first seed's run is the one measured in full above; the others are scored on their test users "
              "(`seeds.csv`). The interval is Student's t over all seed x fold scores, which share users: read it "
              "as a spread, not an exact coverage.", "",
@@ -190,7 +191,8 @@ def _seed_lines(runner, rows: list[dict]) -> list[str]:
     for r in rows:
         if r.get("accuracy_ci95_low") is None:
             continue
-        n = len(seeds) * len(runner.data.fold_indices)
+        n = sum(1 for f in runner.state.fold_rows if f["variant"] == r["variant"]) + sum(
+            1 for f in runner.state.seed_rows if f["variant"] == r["variant"])
         lines.append(f"| {r['variant']} | {n} | {100 * r['accuracy_seeds_folds_mean']:.2f} % | "
                      f"{100 * r['accuracy_ci95_low']:.2f} – {100 * r['accuracy_ci95_high']:.2f} % |")
     tasks = getattr(runner.state, "tasks", {}) or {}

@@ -36,7 +36,7 @@ def build_parser():
                    help="with --ram-kib: search widths x prune ratio x recipe (PTQ/QAT, Huffman, clustering, 90 %% "
                         "sparsity, distillation) for the most accurate firmware within F KiB flash (Cortex-M4 ELF)")
     p.add_argument("--ram-kib", type=float, default=None, help="with --flash-kib: RAM budget incl. stack, KiB")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--variants", default=None,
                    help=f"'all', 'none' or a comma list of {', '.join(VARIANTS)} (default: all; with --budget-kib: none)")
     p.add_argument("--threads", type=int, default=1,
@@ -96,17 +96,25 @@ def _run(args) -> int:
         raise BadOptionError(f"--flash-kib and --ram-kib must be > 0, got {args.flash_kib}, {args.ram_kib}")
     from hybrid.executor import ExecutorConfig
     ExecutorConfig(args.executor, args.workers, args.ray_address)  # BadOptionError for a bad combination
+    if args.executor == "ray":
+        try:
+            import ray  # noqa: F401 -- checked before any data is read
+        except ImportError:
+            raise BadOptionError("--executor ray needs Ray: pip install -e '.[distributed]'") from None
     seeds = _seeds(args.seeds)
-    if seeds and args.seed != 0 and args.seed != seeds[0]:
+    if seeds and args.seed is not None:
         raise BadOptionError("give --seed or --seeds, not both")
     searching = args.budget_kib is not None or args.flash_kib is not None
     variants = _variants(args.variants, searching)
+    if len(seeds) > 1 and not variants:
+        raise BadOptionError("--seeds is an axis of the variants: give --variants too (the budget searches run "
+                             "one seed)")
     if not variants and not searching:
         raise BadOptionError("nothing to run: give --variants, --budget-kib or --flash-kib/--ram-kib")
     out = Path(args.out) if args.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
     t0 = time.perf_counter()
     settings = RunSettings(out=out, dataset=args.dataset, activities=args.activities, data_dir=args.data_dir,
-                           quick=args.quick, seed=seeds[0] if seeds else args.seed, variants=variants,
+                           quick=args.quick, seed=seeds[0] if seeds else (args.seed or 0), variants=variants,
                            budget_kib=args.budget_kib, executor=args.executor, workers=args.workers,
                            ray_address=args.ray_address, seeds=seeds,
                            flash_kib=args.flash_kib, ram_kib=args.ram_kib,

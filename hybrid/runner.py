@@ -111,7 +111,7 @@ class RunState:
     breakeven: list = field(default_factory=list)  # firmware.breakeven.sweep rows (full runs)
     footprints: dict = field(default_factory=dict)  # variant -> fold -> Footprint
     seed_rows: list = field(default_factory=list)  # hybrid.tasks.seed_rows: seeds after the first
-    tasks: dict = field(default_factory=dict)  # executor waves: tasks, failures, seconds (hybrid.tasks)
+    tasks: dict = field(default_factory=dict)  # executor waves: task count, task seconds (hybrid.tasks)
     firmware: dict = field(default_factory=dict)  # variant -> fold -> firmware.measure.FirmwareResult
     forest: dict | None = None  # the RandomForest firmware peer (hybrid.device.forest_peer)
 
@@ -228,10 +228,13 @@ class Runner:
         with self._stage("training-tasks"):
             self._record_tasks("variants", tasks.pretrain(self))
         total = len(self.configs) * len(self.data.fold_indices)
+        misses = self.cache.misses
         with tqdm(total=total, desc="variants x folds", disable=not self.s.progress) as bar:
             for name, cfg in self.configs.items():
                 with self._stage(f"variant:{name}"):
                     self.variant(name, cfg, bar)
+        if "variants" in self.state.tasks:  # 0 when the workers built exactly the entries this process reads
+            self.state.tasks["variants"]["measuring_cache_misses"] = self.cache.misses - misses
         if len(self.s.all_seeds) > 1:
             with self._stage("seeds"):
                 self.state.seed_rows = tasks.seed_rows(self)

@@ -215,7 +215,8 @@ class DistillStep:
 
     def __post_init__(self) -> None:
         if (not 0.0 <= self.ratio < 1.0 or not self.temperatures or not self.alphas
-                or any(not t > 0 for t in self.temperatures) or any(not 0.0 <= a <= 1.0 for a in self.alphas)):
+                or len(set(self.temperatures)) != len(self.temperatures) or len(set(self.alphas)) != len(self.alphas)
+                or any(not 0 < t < float("inf") for t in self.temperatures) or any(not 0.0 <= a <= 1.0 for a in self.alphas)):
             raise BadOptionError(f"distill: need 0 <= ratio < 1, temperatures > 0, 0 <= alphas <= 1, both lists "
                                  f"non-empty (got {self.ratio}, {list(self.temperatures)}, {list(self.alphas)})")
         _positive("distill", patience=self.patience)
@@ -277,9 +278,9 @@ class SparseStep:
     """Unstructured magnitude pruning of the int8 simulation to `target` sparsity, raised gradually
     (`model_opts.sparsity`). Every scope in `scopes` ("layer": each matrix at the target; "global": the
     target over all of them) is built with every schedule in `schedules` ("<stages>x<epochs per stage>+<final
-    epochs>"), and the int8 program most accurate on the VALIDATION users is kept (ties: the earlier
-    candidate, scopes outer). Which scope suits a network differs per fold (a 15-weight first-layer filter
-    keeps 1.5 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
+    epochs>"; patience max(2, epochs per stage)), and the int8 program most accurate on the VALIDATION users is
+    kept (ties: the earlier, scopes outer). Which scope suits a network differs per fold (a 15-weight first
+    filter keeps 1.5 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
 
     target: float = 0.9
     scopes: tuple[str, ...] = ("layer", "global")

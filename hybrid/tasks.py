@@ -12,8 +12,9 @@ cache hits, so the tables are the same bytes whichever executor trained them (`h
 distinct widths' baseline, then one per point.
 `seed_rows(runner)` is the seeds axis (`--seeds`): for every seed after the first, every variant on every
 fold is built (a cache hit after `pretrain`) and scored on that seed's test users (accuracy only); a seed
-changes the user split, the initialisations and every training's seed, so seeds x folds is a repeated
-subject-wise cross-validation. `hybrid.report.ci95` turns the scores into a mean and a t interval.
+re-draws the user split (a repeated subject-wise cross-validation); initialisation and training seeds are
+seed + fold index, so seed s's fold k + 1 and seed s + 1's fold k share those seeds, not their users.
+`hybrid.report.ci95` turns the scores into a mean and a t interval.
 Worker side: `train_task(task, settings)` rebuilds a `Runner` from the JSON settings once per process and
 seed (`worker_runner`); its outputs go to a private temporary directory (lazy weight files of system
 steps), never into the run's output directory, which only the caller writes.
@@ -23,8 +24,6 @@ from __future__ import annotations
 import tempfile
 from dataclasses import fields, replace
 from pathlib import Path
-
-import numpy as np
 
 from hybrid.executor import ExecutorConfig, Task, raise_failures, run_tasks
 from hybrid.pipeline import Pipeline, PipelineConfig
@@ -63,11 +62,19 @@ def worker_runner(settings: dict, seed: int) -> Runner:
 
 
 def train_task(task: Task, settings: dict) -> dict:
-    """Runs in a worker: train what `task` names into the stage cache (module docstring)."""
+    """Runs in a worker: train what `task` names into the stage cache (module docstring), at the serial
+    run's torch and BLAS thread counts (float sums in the same order: the same weights)."""
+    from threadpoolctl import threadpool_limits
+    settings = dict(settings)
+    with threadpool_limits(limits=settings.pop(BLAS_KEY, None), user_api="blas"):
+        return _train(task, settings)
+
+
+def _train(task: Task, settings: dict) -> dict:
     from har.training import bound_threads
     from hybrid.budget import _widths_context
     r = worker_runner(settings, task.seed)
-    bound_threads(r.s.threads)  # the serial run's thread count: float sums in the same order, same weights
+    bound_threads(r.s.threads)
     widths = task.payload.get("widths")
     if task.kind == "baseline":
         if widths is None:
@@ -88,9 +95,18 @@ def train_task(task: Task, settings: dict) -> dict:
 
 def _worker_settings(runner: Runner) -> dict:
     """The settings the workers rebuild their Runner from, with the data root and the cache resolved here:
-    a worker on another node has neither this process's environment ($HAR_DATA_DIR) nor its project dir."""
+    a worker on another node has neither this process's environment ($HAR_DATA_DIR) nor its project dir;
+    and this process's BLAS thread count, which Ray's workers would otherwise run at 1 (OMP_NUM_THREADS)."""
     return {**runner.s.to_dict(), "data_dir": str(runner.data.root.resolve()),
-            "cache_dir": str(Path(runner.cache.root).resolve())}
+            "cache_dir": str(Path(runner.cache.root).resolve()), BLAS_KEY: _blas_threads()}
+
+
+BLAS_KEY = "_blas_threads"
+
+
+def _blas_threads() -> int:
+    from threadpoolctl import threadpool_info
+    return max([p["num_threads"] for p in threadpool_info() if p.get("user_api") == "blas"] or [1])
 
 
 def _waves(runner: Runner, waves: list[list[Task]], desc: str) -> list:
@@ -155,13 +171,3 @@ def seed_rows(runner: Runner) -> list[dict]:
                     built.close()
                 rows.append({"variant": name, "seed": seed, "fold": k, "accuracy": fp.accuracy})
     return rows
-
-
-def seed_fold_accuracies(runner: Runner, seed_rows_: list[dict]) -> dict[str, list[float]]:
-    """variant -> every (seed, fold) test accuracy: the first seed's from the measured folds, then the rest."""
-    out: dict[str, list[float]] = {}
-    for r in runner.state.fold_rows:
-        out.setdefault(r["variant"], []).append(float(r["accuracy"]))
-    for r in seed_rows_:
-        out.setdefault(r["variant"], []).append(float(r["accuracy"]))
-    return {k: list(np.asarray(v, dtype=float)) for k, v in out.items()}

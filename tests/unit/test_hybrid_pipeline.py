@@ -78,6 +78,8 @@ def test_possible_combinations_are_accepted():
     lambda: SparseStep(schedules=("4x2",)), lambda: SparseStep(schedules=("0x2+4",)),
     lambda: SparseStep(schedules=("4x2+4", "4x2+4")), lambda: DistillStep(alphas=()),
     lambda: DistillStep(alphas=(1.5,)), lambda: DistillStep(temperatures=(0.0,)),
+    lambda: DistillStep(temperatures=(2.0, 2.0)), lambda: DistillStep(temperatures=(float("inf"),)),
+    lambda: DistillStep(alphas=(0.3, 0.3)),
 ])
 def test_bad_step_options_raise_one_line_har_errors(bad):
     with pytest.raises(BadOptionError) as info:
