@@ -124,7 +124,8 @@ def _run(args) -> int:
     import torch
     threads = torch.get_num_threads()
     try:
-        runner = run(settings)
+        from hybrid import tasks  # the executor tasks and the seeds axis
+        runner = run(settings, trainer=tasks)
     finally:
         torch.set_num_threads(threads)  # restored for in-process callers (tests)
     from hybrid.report import hybrid_checks, results_table

@@ -76,7 +76,7 @@ class RunSettings:
     executor: str = "local"  # where trainings run (hybrid.executor): local | ray
     workers: int = 1  # local: processes (1 = in this process); ray without an address: CPUs of a local Ray
     ray_address: str | None = None
-    seeds: tuple[int, ...] = ()  # the seeds axis (hybrid.tasks.seed_rows); empty: just `seed`
+    seeds: tuple[int, ...] = ()  # the seeds axis (the trainer's seed_rows); empty: just `seed`
 
     @property
     def all_seeds(self) -> tuple[int, ...]:
@@ -133,7 +133,14 @@ def load_data(s: RunSettings, run_cfg: RunConfig, cache: StageCache) -> Data:
 
 
 class Runner:
-    def __init__(self, settings: RunSettings):
+    def __init__(self, settings: RunSettings, trainer=None):
+        """`trainer`: what runs trainings as executor tasks and the seeds axis (the `hybrid.tasks` module,
+        passed in by `hybrid.run`: tasks builds Runners in its workers, so the runner cannot import it)."""
+        from hybrid.executor import ExecutorConfig
+        if trainer is None and (not ExecutorConfig(settings.executor, settings.workers, settings.ray_address).inline
+                                or len(settings.all_seeds) > 1):
+            raise BadOptionError("an executor or several seeds need the task trainer: run through hybrid.run")
+        self.trainer = trainer
         self.s = settings
         self.out = Path(settings.out)
         self.cache = StageCache(settings.cache_dir)
@@ -158,9 +165,9 @@ class Runner:
     def prepare(self) -> None:
         self.load()
         self.write_run_json("running")
-        from hybrid import tasks  # noqa: PLC0415 -- tasks builds Runners in its workers
-        with self._stage("baseline-tasks"):
-            self._record_tasks("baselines", tasks.pretrain_baselines(self))
+        if self.trainer is not None:
+            with self._stage("baseline-tasks"):
+                self._record_tasks("baselines", self.trainer.pretrain_baselines(self))
         with self._stage("baseline"):
             bar = tqdm(self.data.fold_indices, desc="baseline folds", disable=not self.s.progress)
             for k in bar:
@@ -224,9 +231,9 @@ class Runner:
     def variants(self) -> None:
         if not self.configs:
             return  # a budget search alone
-        from hybrid import tasks  # noqa: PLC0415 -- tasks builds Runners in its workers
-        with self._stage("training-tasks"):
-            self._record_tasks("variants", tasks.pretrain(self))
+        if self.trainer is not None:
+            with self._stage("training-tasks"):
+                self._record_tasks("variants", self.trainer.pretrain(self))
         total = len(self.configs) * len(self.data.fold_indices)
         misses = self.cache.misses
         with tqdm(total=total, desc="variants x folds", disable=not self.s.progress) as bar:
@@ -237,7 +244,7 @@ class Runner:
             self.state.tasks["variants"]["measuring_cache_misses"] = self.cache.misses - misses
         if len(self.s.all_seeds) > 1:
             with self._stage("seeds"):
-                self.state.seed_rows = tasks.seed_rows(self)
+                self.state.seed_rows = self.trainer.seed_rows(self)
             atomic_write_text(self.out / "seeds.csv", _dict_csv(self.state.seed_rows))
         self.state.rows = [with_seed_interval(r, self.state.fold_rows, self.state.seed_rows, self.s.all_seeds)
                            for r in self.state.rows]
@@ -245,8 +252,8 @@ class Runner:
 
     def pretrain_points(self, points: list, fold: int) -> None:
         """A budget search's fitting points trained as executor tasks first (`hybrid.tasks`)."""
-        from hybrid import tasks  # noqa: PLC0415
-        self._record_tasks("grid", tasks.pretrain_points(self, points, fold))
+        if self.trainer is not None:
+            self._record_tasks("grid", self.trainer.pretrain_points(self, points, fold))
 
     def _record_tasks(self, name: str, results: list) -> None:
         if results:
@@ -384,8 +391,8 @@ def _dict_csv(rows: list[dict]) -> str:
     return buf.getvalue()
 
 
-def run(settings: RunSettings) -> Runner:
-    runner = Runner(settings)
+def run(settings: RunSettings, trainer=None) -> Runner:
+    runner = Runner(settings, trainer)
     runner.prepare()
     runner.budget()
     runner.device_budget()

@@ -53,8 +53,8 @@ def worker_runner(settings: dict, seed: int) -> Runner:
     """A Runner for `seed` with the data loaded and the baselines' spec set; one per process and seed."""
     key = (tuple(sorted((k, str(v)) for k, v in settings.items())), seed)
     if key not in _RUNNERS:
-        s = replace(settings_from_dict(settings), seed=seed, seeds=(), progress=False,
-                    out=Path(tempfile.mkdtemp(prefix="har-task-")))
+        s = replace(settings_from_dict(settings), seed=seed, seeds=(), progress=False, executor="local", workers=1,
+                    ray_address=None, out=Path(tempfile.mkdtemp(prefix="har-task-")))  # a worker trains inline
         r = Runner(s)
         r.load()
         _RUNNERS[key] = r
@@ -156,7 +156,8 @@ def seed_rows(runner: Runner) -> list[dict]:
     from hybrid.measuring import single_threaded
     rows = []
     for seed in runner.s.all_seeds[1:]:
-        other = Runner(replace(runner.s, seed=seed, seeds=(), progress=False,
+        other = Runner(replace(runner.s, seed=seed, seeds=(), progress=False, executor="local", workers=1,
+                               ray_address=None,
                                out=Path(tempfile.mkdtemp(prefix=f"har-seed{seed}-"))))  # lazy weights only
         other.load()
         for name, cfg in runner.configs.items():

@@ -174,3 +174,12 @@ def kill_first_else_pid(task: Task, pid_dir: str) -> int:
         os.kill(os.getpid(), signal.SIGKILL)
     time.sleep(0.3)
     return task.fold
+
+
+def test_a_runner_without_the_task_trainer_refuses_executor_settings(tmp_path):
+    from hybrid.runner import Runner, RunSettings
+    for settings in (RunSettings(out=tmp_path, workers=2), RunSettings(out=tmp_path, executor="ray"),
+                     RunSettings(out=tmp_path, seeds=(0, 1))):
+        with pytest.raises(BadOptionError, match="run through hybrid.run"):
+            Runner(settings)
+    Runner(RunSettings(out=tmp_path, seeds=(3,)))  # one seed, inline: nothing to delegate
