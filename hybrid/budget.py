@@ -83,7 +83,8 @@ def architecture_bytes(widths: tuple[int, ...], ctx: FoldContext) -> dict:
     return {"model_bytes": fp.model_bytes, "weight_bytes": fp.weight_bytes, "arena_bytes": fp.arena_bytes}
 
 
-def _widths_context(runner, widths: tuple[int, ...], k: int) -> FoldContext:
+def widths_context(runner, widths: tuple[int, ...], k: int) -> FoldContext:
+    """Fold `k`'s context with the baseline of `widths` (the run's own, or one trained and cached for them)."""
     if tuple(widths) == tuple(runner.run_cfg.model_widths):
         return runner.context(k)
     spec = replace(runner.spec, run=replace(runner.run_cfg, model_widths=tuple(widths)))
@@ -107,7 +108,7 @@ def budget_csv(rows: list[dict], columns: tuple[str, ...] = COLUMNS) -> str:
 
 def score_on_test_users(runner, widths: tuple[int, ...], pipeline: PipelineConfig, k: int) -> float:
     """A chosen point's pipeline (re-loaded from the stage cache) scored on fold `k`'s test users."""
-    ctx = _widths_context(runner, tuple(widths), k)
+    ctx = widths_context(runner, tuple(widths), k)
     built = Pipeline(pipeline).build(ctx, runner.cache)
     try:
         test = ctx.fold.test_idx
@@ -140,7 +141,7 @@ def search(cfg: BudgetConfig, runner, out: Path) -> dict:
         [(tuple(r["widths"]), point_pipeline(tuple(r["widths"]), r["ratio"], r["method"], runner.s.quick))
          for r in fitting], k)
     for r in tqdm(fitting, desc="budget grid", disable=not runner.s.progress):
-        ctx = _widths_context(runner, tuple(r["widths"]), k)
+        ctx = widths_context(runner, tuple(r["widths"]), k)
         bound_threads(runner.s.threads)
         built = Pipeline(point_pipeline(tuple(r["widths"]), r["ratio"], r["method"], runner.s.quick)).build(
             ctx, runner.cache)

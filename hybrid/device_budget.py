@@ -137,7 +137,7 @@ def _fits(r: dict, cfg: DeviceBudgetConfig, measured: bool = False) -> bool:
 
 
 def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:
-    from hybrid.budget import _widths_context
+    from hybrid.budget import widths_context
     from hybrid.execute import val_accuracy
     from hybrid.device import int8_program_of
     from hybrid.measuring import single_threaded
@@ -170,7 +170,7 @@ def search(cfg: DeviceBudgetConfig, runner, out: Path) -> dict:
         [(tuple(r["widths"]), recipe_pipeline(tuple(r["widths"]), r["ratio"], r["recipe"], runner.s.quick))
          for r in rows if r["fits"]], k)
     for r in tqdm([r for r in rows if r["fits"]], desc="device budget grid", disable=not runner.s.progress):
-        ctx = _widths_context(runner, tuple(r["widths"]), k)
+        ctx = widths_context(runner, tuple(r["widths"]), k)
         built = Pipeline(recipe_pipeline(tuple(r["widths"]), r["ratio"], r["recipe"], runner.s.quick)).build(
             ctx, runner.cache)
         try:

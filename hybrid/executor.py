@@ -227,9 +227,8 @@ def _run_ray(fn: Callable, tasks: list[Task], cfg: ExecutorConfig, args: tuple, 
                 try:
                     value, s = ray.get(ref)
                     results[i] = TaskResult(tasks[i], True, value, attempts=None, seconds=s)
-                except RayTaskError as exc:  # the task raised: its own error, one line
-                    cause = exc.as_instanceof_cause() if hasattr(exc, "as_instanceof_cause") else exc
-                    results[i] = TaskResult(tasks[i], False, error=_one_line(getattr(cause, "cause", cause) or cause))
+                except RayTaskError as exc:  # the task raised: its own error (`cause`), one line
+                    results[i] = TaskResult(tasks[i], False, error=_one_line(exc.cause or exc))
                 except Exception as exc:  # noqa: BLE001 -- worker died past its retries, node lost, ...
                     results[i] = TaskResult(tasks[i], False, error=_one_line(exc),
                                             attempts=cfg.max_retries + 1)

@@ -49,13 +49,17 @@ def executor_config(settings: RunSettings) -> ExecutorConfig:
     return ExecutorConfig(settings.executor, settings.workers, settings.ray_address)
 
 
+def _inline(s: RunSettings, seed: int, prefix: str) -> RunSettings:
+    """`s` for one seed, training in its own process, writing its lazy weight files to a private temp dir."""
+    return replace(s, seed=seed, seeds=(), progress=False, executor="local", workers=1, ray_address=None,
+                   out=Path(tempfile.mkdtemp(prefix=prefix)))
+
+
 def worker_runner(settings: dict, seed: int) -> Runner:
     """A Runner for `seed` with the data loaded and the baselines' spec set; one per process and seed."""
     key = (tuple(sorted((k, str(v)) for k, v in settings.items())), seed)
     if key not in _RUNNERS:
-        s = replace(settings_from_dict(settings), seed=seed, seeds=(), progress=False, executor="local", workers=1,
-                    ray_address=None, out=Path(tempfile.mkdtemp(prefix="har-task-")))  # a worker trains inline
-        r = Runner(s)
+        r = Runner(_inline(settings_from_dict(settings), seed, "har-task-"))
         r.load()
         _RUNNERS[key] = r
     return _RUNNERS[key]
@@ -72,7 +76,7 @@ def train_task(task: Task, settings: dict) -> dict:
 
 def _train(task: Task, settings: dict) -> dict:
     from har.training import bound_threads
-    from hybrid.budget import _widths_context
+    from hybrid.budget import widths_context
     r = worker_runner(settings, task.seed)
     bound_threads(r.s.threads)
     widths = task.payload.get("widths")
@@ -80,12 +84,12 @@ def _train(task: Task, settings: dict) -> dict:
         if widths is None:
             r.baseline(task.fold)
         else:
-            _widths_context(r, tuple(widths), task.fold)
+            widths_context(r, tuple(widths), task.fold)
         return {"cache_misses": r.cache.misses}
     if task.kind == "variant":
         ctx, cfg = r.context(task.fold), r.configs[task.name]
     elif task.kind == "grid-point":
-        ctx, cfg = _widths_context(r, tuple(widths), task.fold), PipelineConfig.from_dict(task.payload["pipeline"])
+        ctx, cfg = widths_context(r, tuple(widths), task.fold), PipelineConfig.from_dict(task.payload["pipeline"])
     else:
         raise ValueError(f"unknown task kind {task.kind!r}")
     built = Pipeline(cfg).build(ctx, r.cache)
@@ -156,9 +160,7 @@ def seed_rows(runner: Runner) -> list[dict]:
     from hybrid.measuring import single_threaded
     rows = []
     for seed in runner.s.all_seeds[1:]:
-        other = Runner(replace(runner.s, seed=seed, seeds=(), progress=False, executor="local", workers=1,
-                               ray_address=None,
-                               out=Path(tempfile.mkdtemp(prefix=f"har-seed{seed}-"))))  # lazy weights only
+        other = Runner(_inline(runner.s, seed, f"har-seed{seed}-"))
         other.load()
         for name, cfg in runner.configs.items():
             for k in other.data.fold_indices:
