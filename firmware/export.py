@@ -40,7 +40,7 @@ from firmware.storage import WeightStorage
 
 CSRC = Path(__file__).with_name("csrc")
 KERNELS = Path(__file__).resolve().parents[1] / "system_opts" / "csrc"
-FIXED_SOURCES = ((KERNELS, "har_int8.c"), (KERNELS, "har_int8.h"), (KERNELS, "har_decode.c"),
+FIXED_SOURCES = ((KERNELS, "har_int8.c"), (KERNELS, "har_int8.h"), (KERNELS, "har_fixedpoint.h"), (KERNELS, "har_decode.c"),
                  (KERNELS, "har_decode.h"), (CSRC, "har_pre.c"), (CSRC, "har_pre.h"), (CSRC, "har_runtime.c"),
                  (CSRC, "har_ring.c"), (CSRC, "har_ring.h"))
 # har_decode.c is always shipped; with HAR_WITH_DECODE 0 nothing calls it and --gc-sections drops it

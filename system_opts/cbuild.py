@@ -31,6 +31,7 @@ from har.paths import cache_dir
 SOURCE = Path(__file__).with_name("csrc") / "har_int8.c"
 HEADER = SOURCE.with_suffix(".h")
 CONFIG = SOURCE.with_name("har_int8_config.h")
+FIXEDPOINT = SOURCE.with_name("har_fixedpoint.h")
 FLAGS = ("-O3", "-ffp-contract=off", "-std=c99", "-Wall", "-fPIC", "-shared")
 ABI_VERSION = 1
 N_INTS, N_FLOATS, N_PTRS = 12, 2, 8
@@ -66,7 +67,7 @@ def _compiler_id(cc: str) -> str:
 
 def library_path() -> Path:
     cc = compiler()
-    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + CONFIG.read_bytes())
+    h = hashlib.sha256(SOURCE.read_bytes() + HEADER.read_bytes() + CONFIG.read_bytes() + FIXEDPOINT.read_bytes())
     h.update(f"{_compiler_id(cc)}|{' '.join(FLAGS)}|{platform.machine()}".encode())
     return cache_dir() / "cbuild" / f"har_int8-{h.hexdigest()[:16]}.so"
 
