@@ -4,7 +4,7 @@ Steps of `build()`:
 1. Check the target, harness kind, optimisation flag and sources.
 2. Compile every source separately (in parallel) into `<out>.obj/<stem>.o`, with the project's flags plus
    -fstack-usage (a `.su` file beside each object). Board files (startup.c, semihost.c, mem.c and the
-   harness: harness.c for "test", app_min.c for "app", none for "none" = the sources bring main) go to
+   harness: harness.c for "test", app_min.c for "app", graph_harness.c for "graph" (a graph library), none for "none" = the sources bring main) go to
    `<out>.obj/boards/`, so their names never collide with the library's. (GCC's file symbol is the
    source's base name; -ffile-prefix-map keeps directories out of any __FILE__.)
 3. Link with -nostdlib -nostartfiles --gc-sections, the board's linker script and the target's libs
@@ -34,7 +34,7 @@ FLAGS = ("-std=c99", "-ffreestanding", "-fno-strict-aliasing", "-ffp-contract=of
          "-fno-tree-loop-distribute-patterns", "-ffunction-sections", "-fdata-sections", "-Wall", "-Wextra")
 LINK_FLAGS = ("-nostdlib", "-nostartfiles", "-Wl,--gc-sections")
 BOARD_SOURCES = ("startup.c", "semihost.c", "mem.c")
-HARNESSES = {"test": ("harness.c",), "app": ("app_min.c",), "none": ()}
+HARNESSES = {"test": ("harness.c",), "app": ("app_min.c",), "graph": ("graph_harness.c",), "none": ()}
 OPT_LEVELS = ("-O0", "-O1", "-O2", "-O3", "-Os", "-Oz", "-Og")
 COMPILE_TIMEOUT_S = 300
 
