@@ -295,13 +295,27 @@ class TflmRunner:
         self.arena_size = int(arena_size) if arena_size is not None else generous_arena_bytes(self.model_bytes)
         self._it = runtime.Interpreter.from_bytes(self.model_bytes, arena_size=self.arena_size)
         shape = tuple(int(d) for d in self._it.get_input_details(0)["shape"])
-        if len(shape) != 4 or shape[:2] != (1, 1):
-            raise BadDataError(f"TFLM model input {shape} is not [1, 1, T, C]")
-        self.length, self.channels = shape[2], shape[3]
+        if len(shape) != 4 or shape[0] != 1:
+            raise BadDataError(f"TFLM model input {shape} is not [1, H, W, C]")
+        self.input_shape = shape
+        self.length, self.channels = shape[2], shape[3]  # `run`'s windows: H == 1, W = T
+
+    def run_nhwc(self, q: np.ndarray) -> np.ndarray:
+        """(N, H, W, C) int8 inputs -> (N, outputs) int8."""
+        q = np.asarray(q)
+        if q.dtype != np.int8 or q.shape[1:] != self.input_shape[1:]:
+            raise BadDataError(f"TFLM model needs int8 (N, {', '.join(map(str, self.input_shape[1:]))}) inputs, "
+                               f"got {q.dtype} {q.shape}")
+        outs = []
+        for x in q:
+            self._it.set_input(np.ascontiguousarray(x)[None], 0)
+            self._it.invoke()
+            outs.append(np.array(self._it.get_output(0), dtype=np.int8).reshape(-1))
+        return np.stack(outs) if outs else np.zeros((0, 0), np.int8)
 
     def run(self, q: np.ndarray) -> np.ndarray:
         q = np.asarray(q)
-        if q.dtype != np.int8 or q.ndim != 3 or q.shape[1:] != (self.channels, self.length):
+        if self.input_shape[1] != 1 or q.dtype != np.int8 or q.ndim != 3 or q.shape[1:] != (self.channels, self.length):
             raise BadDataError(f"TFLM model needs int8 (N, {self.channels}, {self.length}) windows, got "
                                f"{q.dtype} {q.shape}")
         outs = []
@@ -368,7 +382,7 @@ def _prober(model_bytes: bytes):
     """ok(n): does arena_size n allocate, invoke and reproduce the generous arena's output on a fixed
     random window? Each call is a fresh Python process (a too-small arena can crash TFLM)."""
     runner = TflmRunner(model_bytes)
-    x = np.random.default_rng(0).integers(INT8_MIN, INT8_MAX + 1, (1, 1, runner.length, runner.channels))
+    x = np.random.default_rng(0).integers(INT8_MIN, INT8_MAX + 1, runner.input_shape)
     x = x.astype(np.int8)
     runner._it.set_input(x, 0)
     runner._it.invoke()
