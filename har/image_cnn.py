@@ -14,6 +14,8 @@ Steps of `train(model, fit, val, config)`:
    `patience` epochs without a better one (the epoch count is chosen on validation images only).
 3. Everything draws from `torch.Generator`s seeded by `config.seed`, so a rerun on the same thread count
    gives the same weights.
+Knowledge distillation (`teacher=`): the loss is `kd_loss` on the same augmented batch the teacher sees;
+sparsity (`after_step=`): a callback re-applies the masks after every step.
 Limits: CPU training; no mixed precision.
 """
 from __future__ import annotations
@@ -121,8 +123,25 @@ def accuracy(model: nn.Module, images: np.ndarray, labels: np.ndarray, batch: in
     return hits / max(len(labels), 1)
 
 
-def train(model: nn.Module, fit, val, cfg: ImageTrainConfig = ImageTrainConfig(), progress: bool = True) -> dict:
-    """Train in place (steps in the module docstring); returns the history and the chosen epoch."""
+def kd_loss(student: torch.Tensor, teacher: torch.Tensor, y: torch.Tensor, alpha: float, temperature: float,
+            ce: nn.Module) -> torch.Tensor:
+    """Hinton et al.: alpha T^2 KL(softmax(t / T) || softmax(s / T)) + (1 - alpha) CE(s, y)."""
+    t = temperature
+    soft = nn.functional.kl_div(nn.functional.log_softmax(student / t, 1), nn.functional.softmax(teacher / t, 1),
+                                reduction="batchmean")
+    return alpha * t * t * soft + (1 - alpha) * ce(student, y)
+
+
+def train(model: nn.Module, fit, val, cfg: ImageTrainConfig = ImageTrainConfig(), progress: bool = True,
+          teacher: nn.Module | None = None, alpha: float = 0.5, temperature: float = 4.0,
+          after_step=None) -> dict:
+    """Train in place (steps in the module docstring); returns the history and the chosen epoch. With a
+    `teacher` (frozen, eval mode, fed the same augmented batch) the loss is `kd_loss`; `after_step(model)`
+    runs after every optimiser step (sparsity masks)."""
+    if teacher is not None:
+        teacher = teacher.eval()
+        for p in teacher.parameters():
+            p.requires_grad_(False)
     g = torch.Generator().manual_seed(cfg.seed)
     x_all, y_all = torch.from_numpy(to_float(fit.images)), torch.from_numpy(fit.labels)
     steps = (len(y_all) + cfg.batch - 1) // cfg.batch
@@ -136,11 +155,19 @@ def train(model: nn.Module, fit, val, cfg: ImageTrainConfig = ImageTrainConfig()
         bar = tqdm(range(steps), desc=f"epoch {epoch + 1}/{cfg.max_epochs}", disable=not progress, leave=False)
         for s in bar:
             idx = order[s * cfg.batch:(s + 1) * cfg.batch]
-            loss = loss_fn(model(_augment(x_all[idx], cfg, g)), y_all[idx])
+            xb = _augment(x_all[idx], cfg, g)
+            if teacher is None:
+                loss = loss_fn(model(xb), y_all[idx])
+            else:
+                with torch.no_grad():
+                    t_logits = teacher(xb)
+                loss = kd_loss(model(xb), t_logits, y_all[idx], alpha, temperature, loss_fn)
             opt.zero_grad()
             loss.backward()
             opt.step()
             sched.step()
+            if after_step is not None:
+                after_step(model)
         acc = accuracy(model, val.images, val.labels)
         history.append(acc)
         if acc > best:

@@ -5,6 +5,7 @@ Examples:
     python -m hybrid.export --variant int8 --target cortex-m0plus --out fw-m0/
     python -m hybrid.export --variant clustered --storage auto --out fw-c/     # fewest bytes per layer
     python -m hybrid.export --int8 .cache/hybrid/<stage>/ --window-length 40 --channels robust_tilt --out fw/
+    python -m hybrid.export --dataset mnist --variant int8 --out fw-mnist/      # an image CNN (graph path)
 Steps: build the variant for the fold exactly as `hybrid.run` does (same stage cache: a finished run makes
 this instant; otherwise the fold's baseline and steps are trained here, choices on validation users), take
 its int8 program and write it with `firmware.export.convert` (C sources, Makefile, CMake snippet, README,
@@ -86,7 +87,32 @@ def variant_program(variant: str, fold: int, dataset: str, activities: str, data
     return prog, runner.data.windows.config, storage
 
 
+def _run_images(args) -> int:
+    """An image variant (`hybrid.images`) as a graph library (`firmware.graph_export`) + model.tflite."""
+    from firmware import graph_export, graph_tflm
+    from har.paths import atomic_write_bytes
+    from hybrid.images import ImageRunner, ImageRunSettings, check_variants
+    if args.int8 or args.storage or args.step is not None:
+        raise BadOptionError(f"--int8/--storage/--step apply to the HAR datasets, not to --dataset {args.dataset}")
+    if args.variant == "float":
+        raise BadOptionError("variant 'float' has no int8 program; export int8 or another image variant")
+    variant, = check_variants([args.variant])
+    runner = ImageRunner(ImageRunSettings(args.dataset, Path(args.out), args.data_dir, args.quick, args.seed,
+                                          (variant,), Path(args.cache_dir) if args.cache_dir else None,
+                                          not args.no_progress))
+    q, _ = runner.int8(variant)
+    meta = graph_export.convert(q, args.out)
+    atomic_write_bytes(Path(args.out) / "model.tflite", graph_tflm.to_tflite(q))
+    print(f"{args.out}: {args.dataset} {variant}: {len(meta['ops'])} ops, weights {meta['weight_blob_bytes']} B, "
+          f"arena {meta['arena_bytes']} B (naive {meta['naive_arena_bytes']} B); any Cortex-M or Linux target "
+          f"builds har_graph.c + har_graph_model.c")
+    return 0
+
+
 def _run(args) -> int:
+    from har.datasets.images import NAMES as IMAGE_DATASETS
+    if args.dataset in IMAGE_DATASETS:
+        return _run_images(args)
     from firmware.export import ExportConfig, convert
     from firmware.storage import WeightStorage
     if args.storage is not None:

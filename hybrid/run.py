@@ -24,7 +24,8 @@ from hybrid.pipeline import VARIANTS, preset
 def build_parser():
     p = parser("hybrid.run", "Every memory technique alone and combined on held-out users: summary.csv, report.md, "
                              "plots, memray flame graphs.")
-    p.add_argument("--dataset", default=datasets.DEFAULT_DATASET, help="wisdm2019 (phone, default), wisdm2019-watch or wisdm")
+    p.add_argument("--dataset", default=datasets.DEFAULT_DATASET, help="wisdm2019 (phone, default), wisdm2019-watch or wisdm; or an image "
+                   "dataset through the graph path: mnist, fashion-mnist, cifar10 (hybrid.images)")
     p.add_argument("--activities", default=datasets.DEFAULT_ACTIVITIES, help="locomotion | all")
     p.add_argument("--data-dir", default=None, help="data root (else $HAR_DATA_DIR, else ./data)")
     p.add_argument("--out", default=None, help="output directory (default: reports/<timestamp>/)")
@@ -84,7 +85,45 @@ def _seeds(flag: str | None) -> tuple[int, ...]:
     return seeds
 
 
+def _run_images(args) -> int:
+    """`--dataset mnist|fashion-mnist|cifar10`: the image pipeline (`hybrid.images`)."""
+    from hybrid.images import VARIANTS as IMAGE_VARIANTS, ImageRunSettings, check_variants
+    from hybrid.images_report import pareto, run
+    given = {"--budget-kib": args.budget_kib, "--flash-kib": args.flash_kib, "--seeds": args.seeds,
+             "--ray-address": args.ray_address}
+    for flag, value in given.items():
+        if value is not None:
+            raise BadOptionError(f"{flag} applies to the HAR datasets, not to --dataset {args.dataset}")
+    if args.executor != "local" or args.workers != 1:
+        raise BadOptionError(f"--executor/--workers apply to the HAR datasets, not to --dataset {args.dataset}")
+    if args.variants in (None, "all"):
+        variants = IMAGE_VARIANTS
+    else:
+        variants = check_variants(v.strip() for v in args.variants.split(",") if v.strip())
+    out = Path(args.out) if args.out else Path("reports") / time.strftime("%Y%m%d-%H%M%S")
+    settings = ImageRunSettings(args.dataset, out, args.data_dir, args.quick, args.seed or 0, variants,
+                                Path(args.cache_dir) if args.cache_dir else None, not args.no_progress,
+                                not args.no_firmware)
+    import torch
+    threads = torch.get_num_threads()
+    torch.set_num_threads(args.threads)
+    try:
+        rows = run(settings)
+    finally:
+        torch.set_num_threads(threads)
+    for r in rows:
+        acc = r.get("int8_test_accuracy", r.get("float_test_accuracy"))
+        print(f"{r['variant']:>10}: test {100 * acc:.2f} %  weights {r.get('weight_bytes', '-')} B  "
+              f"M4 flash {r.get('m4_flash_library_bytes', '-')} B RAM {r.get('m4_ram_library_bytes', '-')} B")
+    print(f"Pareto front: {', '.join(pareto(rows))}")
+    print(f"-> {out / 'report.md'}")
+    return 0
+
+
 def _run(args) -> int:
+    from har.datasets.images import NAMES as IMAGE_DATASETS
+    if args.dataset in IMAGE_DATASETS:
+        return _run_images(args)
     from hybrid.runner import RunSettings, run
     if args.budget_kib is not None and not args.budget_kib > 0:
         raise BadOptionError(f"--budget-kib must be > 0, got {args.budget_kib}")
