@@ -9,9 +9,9 @@ Steps of `load(name, root)`:
 2. Read and check: idx headers (magic 0x803 images, 0x801 labels, counts, 28 x 28) and the digest of the
    *decompressed* bytes against the published value (sha256 for MNIST as in ../shared/data/README.md,
    md5 for Fashion-MNIST: Debian's .gz headers differ from the official ones, their contents do not).
-   CIFAR-10 batches are pickles: read with a restricted unpickler that builds only dicts, lists, str,
-   bytes and ints (the data and labels are raw bytes and lists; anything else is refused) — a data file is
-   never allowed to run code.
+   CIFAR-10 batches are pickles: read with a restricted unpickler whose only globals are numpy's array
+   reconstruction (`_ARRAY_GLOBALS`: what the official batches reference); any other global is refused
+   before it is built, so a data file can never run code.
 3. `ImageSet`: uint8 images (N, C, H, W), int64 labels, class names. `split_validation(train, n, seed)`
    holds out a class-stratified validation subset of the training images (seeded); the test set is the
    published one and is only ever scored.
@@ -127,9 +127,26 @@ def load_idx(name: str, split: str, folder: Path, check: bool = True) -> ImageSe
     return ImageSet(images, labels, CLASSES.get(name, CLASSES["mnist"]), f"{folder}/{img_f}")
 
 
+# the only globals an official batch references: numpy's array reconstruction (numpy 1 and 2 names), and
+# the bytes constructor protocol-2 pickles written by Python 3 use (_codecs.encode(text, "latin1"))
+_ARRAY_GLOBALS = {("numpy.core.multiarray", "_reconstruct"), ("numpy._core.multiarray", "_reconstruct"),
+                  ("numpy", "ndarray"), ("numpy", "dtype"), ("_codecs", "encode")}
+
+
 class _DataOnly(pickle.Unpickler):
-    def find_class(self, module, name):  # no global may be built: a CIFAR batch needs none
-        raise BadDataError(f"refused to build {module}.{name} while reading a CIFAR-10 batch (data only)")
+    def find_class(self, module, name):
+        if (module, name) not in _ARRAY_GLOBALS:
+            raise BadDataError(f"refused to build {module}.{name} while reading a CIFAR-10 batch (data only)")
+        if module == "_codecs":
+            import codecs
+            return codecs.encode
+        if name != "_reconstruct":
+            return getattr(np, name)
+        try:
+            from numpy._core.multiarray import _reconstruct
+        except ImportError:  # numpy 1
+            from numpy.core.multiarray import _reconstruct
+        return _reconstruct
 
 
 def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
@@ -141,9 +158,9 @@ def read_cifar_batch(path: Path) -> tuple[np.ndarray, np.ndarray]:
     if not isinstance(d, dict) or b"data" not in d or b"labels" not in d:
         raise BadDataError(f"{path}: a CIFAR-10 batch holds a dict with b'data' and b'labels'")
     data, labels = d[b"data"], d[b"labels"]
-    if not isinstance(data, (bytes, bytearray)):
-        raise BadDataError(f"{path}: b'data' must be raw bytes (got {type(data).__name__})")
-    images = np.frombuffer(bytes(data), np.uint8)
+    if not (isinstance(data, np.ndarray) and data.dtype == np.uint8) and not isinstance(data, (bytes, bytearray)):
+        raise BadDataError(f"{path}: b'data' must be a uint8 array (got {type(data).__name__})")
+    images = np.frombuffer(bytes(data), np.uint8) if isinstance(data, (bytes, bytearray)) else data.ravel()
     if images.size != len(labels) * 3072:
         raise BadDataError(f"{path}: {images.size} bytes of pixels for {len(labels)} labels (3072 each)")
     lab = np.asarray(labels, dtype=np.int64)
