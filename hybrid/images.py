@@ -15,7 +15,9 @@ Steps of `run(settings)`:
    student    half the widths, trained plainly (the control of `distilled`);
    distilled  the same student trained by knowledge distillation from the baseline (alpha 0.5, T = 4);
    hybrid     the separable student, distilled, PTQ, clustered to 16 values per layer;
-   small      the smallest preset (seed 000's few-KiB range): separable, a quarter of the widths, distilled.
+   small      seed 000's budget: the separable, distilled CNN at width factor 0.25, 0.5, 0.75, 0.875 or 1 whose
+              int8 validation accuracy is best among those storing <= 3.6 KiB of weights (bytes depend on
+              the architecture only, so over-budget candidates are never trained).
    Trained models are cached (`hybrid.cache.StageCache`, safetensors + config JSON; keys hold the configs,
    the seed, the data digest and the training code's digest), so a rerun measures without retraining.
 3. Measure (`hybrid.images_measure`): int8 accuracy on validation and test through the integer reference;
@@ -67,6 +69,8 @@ TRAINING_CODE = ("har/image_cnn.py", "har/datasets/images.py", "model_opts/graph
                  "model_opts/graph/fx_import.py")
 FINETUNE_EPOCHS = 3
 KD = {"alpha": 0.5, "temperature": 4.0}
+SMALL_FACTORS = (0.25, 0.5, 0.75, 0.875, 1.0)
+SMALL_BUDGET_BYTES = int(3.6 * 1024)
 
 
 @dataclass(frozen=True)
@@ -103,7 +107,7 @@ def load_data(settings: ImageRunSettings) -> Data:
     root = data_root(settings.data_dir)
     train_set = image_data.load(settings.dataset, root, "train")
     test = image_data.load(settings.dataset, root, "test")
-    fit, val = image_data.split_validation(train_set, N_VAL, settings.seed)
+    fit, val = image_data.split_validation(train_set, min(N_VAL, len(train_set) // 10), settings.seed)
     if settings.quick:
         rng = np.random.default_rng(settings.seed)
         fit = fit.subset(np.sort(rng.permutation(len(fit))[:QUICK["fit"]]))
@@ -221,8 +225,36 @@ class ImageRunner:
         if variant == "hybrid":
             return self._scratch(variant, _scaled(cfg, 0.5, separable_from=1), True)
         if variant == "small":
-            return self._scratch(variant, _scaled(cfg, 0.25, separable_from=1), True)
+            return self.small()
         raise BadOptionError(f"unknown image variant {variant!r}")
+
+    def small_candidates(self) -> list[tuple[float, ImageCNNConfig, int]]:
+        """(width factor, config, weight bytes) of the `small` candidates within the budget."""
+        out = []
+        for f in SMALL_FACTORS:
+            cfg = _scaled(self.cfg, f, separable_from=1)
+            b = weight_bytes(ImageCNN(cfg), self.input_shape)
+            if b <= SMALL_BUDGET_BYTES:
+                out.append((f, cfg, b))
+        if not out:
+            raise BadOptionError(f"no small candidate stores <= {SMALL_BUDGET_BYTES} bytes of weights")
+        return out
+
+    def small(self) -> torch.nn.Module:
+        if "small" in self._models:
+            return self._models["small"]
+        scores = {}
+        best = None
+        for f, cfg, b in self.small_candidates():
+            m = self._scratch(f"small@{f}", cfg, True)
+            q, _ = self.ptq(m)
+            scores[str(f)] = {"weight_bytes": b, "int8_val_accuracy": int8_accuracy(q, self.data.val)}
+            if best is None or scores[str(f)]["int8_val_accuracy"] > best[1]:
+                best = (m, scores[str(f)]["int8_val_accuracy"], f)
+        self.log["small"] = {"budget_bytes": SMALL_BUDGET_BYTES, "candidates": scores, "chosen_factor": best[2],
+                             **self.log[f"small@{best[2]}"]}
+        self._models["small"] = best[0]
+        return best[0]
 
     # ---- int8
     def ptq(self, model: torch.nn.Module) -> tuple[object, dict]:
@@ -253,6 +285,12 @@ class ImageRunner:
 def _widths(model) -> tuple[int, ...]:
     convs = [m for m in model.features if isinstance(m, torch.nn.Conv2d) and m.groups == 1]
     return tuple(int(m.out_channels) for m in convs)
+
+
+def weight_bytes(model: torch.nn.Module, input_shape) -> int:
+    """int8 weights + int32 biases the graph of `model` stores (BN folded): `QGraph.weight_bytes` before PTQ."""
+    g = import_module(model, input_shape)
+    return sum(n.weight.size + 4 * n.bias.size for n in g.nodes if n.weight is not None)
 
 
 def int8_accuracy(q, images: image_data.ImageSet, batch: int = 500) -> float:

@@ -94,3 +94,22 @@ def test_test_images_choose_nothing(tmp_path):
     assert runs[0] == runs[1]
     assert (tmp_path / "a").is_dir() and (tmp_path / "b").is_dir()
     shutil.rmtree(tmp_path / "b")
+
+
+def test_cifar10_runs_end_to_end_on_official_format_batches(tools, tmp_path):
+    """CIFAR-10 is not on this machine: batches in the official format (random pixels) drive the whole
+    3-channel path; accuracy is meaningless here, agreement between the runtimes is not."""
+    import pickle
+    folder = tmp_path / "data" / "cifar-10-batches-py"
+    folder.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for name in ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4", "data_batch_5", "test_batch"):
+        batch = {b"labels": [int(v) for v in rng.integers(0, 10, 40)],
+                 b"data": rng.integers(0, 256, (40, 3072), dtype=np.uint8)}
+        (folder / name).write_bytes(pickle.dumps(batch, protocol=2))
+    out = tmp_path / "run"
+    assert run_cli.main(["--dataset", "cifar10", "--quick", "--variants", "int8", "--out", str(out), "--cache-dir",
+                         str(tmp_path / "cache"), "--data-dir", str(tmp_path / "data"), "--no-progress"]) == 0
+    row, = csv.DictReader(open(out / "summary.csv"))
+    assert row["m4_bit_exact"] == row["tflm_bit_exact"] == row["aarch64_bit_exact"] == "4/4"
+    assert "32, 32, 3" in (out / "firmware" / "int8" / "har_graph_model.h").read_text()
