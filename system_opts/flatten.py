@@ -1,15 +1,14 @@
-"""Flatten a trained `nn.Sequential` CNN (plus its input `Normalizer`) into a flat list of primitive ops.
+"""Flatten a trained 1-d CNN (any module of the supported ops, plus its input `Normalizer`) into a flat list of primitive ops.
 
 Steps of `apply`:
-1. Walk the Sequential's leaf modules in order (nested Sequentials are expanded; there is no dataflow
-   other than the chain, which is why an explicit walker is enough and torch.fx is not needed). Anything
-   outside the supported set raises `UnsupportedModuleError` naming the module and its position.
-2. Conv1d (stride 1, dilation 1, groups 1, zero padding) becomes `conv1d`; a following BatchNorm1d is
-   folded into its weight and bias in float64 (`har.bn_fold.fold_bn`, shared with the int8 path), a
-   following ReLU is fused (flag `relu`). Linear becomes `linear`, also with an optional fused ReLU.
-   MaxPool1d / AvgPool1d (kernel == stride, no padding) become `maxpool1d` / `avgpool1d`,
-   AdaptiveAvgPool1d(1) becomes `global_avg_pool`; Flatten of a vector, Dropout and Identity vanish
-   (eval-mode no-ops).
+1. Import the model with the graph importer (`model_opts.graph.fx_import`, torch.fx: the one path every
+   model takes, `nn.Sequential` or not): BatchNorm folded into its conv in float64 (`har.bn_fold.fold_bn`,
+   shared with the int8 path), a ReLU after a conv / linear fused (flag `relu`), Dropout / Identity gone.
+   An op outside this executor's set (residual add, ReLU6, strided or grouped convs, 2-d convs: those run
+   on the graph path) raises `UnsupportedModuleError` naming the module path.
+2. Conv1d (stride 1, groups 1, zero padding) becomes `conv1d`, Linear `linear`, a standalone ReLU `relu`,
+   MaxPool1d / AvgPool1d (kernel == stride, no padding) `maxpool1d` / `avgpool1d`,
+   AdaptiveAvgPool1d(1) `global_avg_pool`; Flatten of a vector vanishes.
 3. The input Normalizer ((x - mean) / std per channel) is folded into the first conv: weights are divided
    by std per input channel and the bias absorbs -sum(W * mean / std). Zero padding of the *normalised*
    input is the same as padding the *raw* input with the per-channel mean, so the folded conv pads with
@@ -27,20 +26,21 @@ Steps of `apply`:
 
 Tensors are described per window (batch 1) and channel-last: sequences are (T, C), vectors (F,).
 MACs count conv1d and linear only, like `har.measure.TorchArtifact`.
-Known limits: chains only (no add/concat: our models have none); Flatten of a sequence (T > 1) is refused
+Known limits: chains only (add and concat run on the graph path); Flatten of a sequence (T > 1) is refused
 (it would need the Linear's columns permuted from torch's (C, T) order); BatchNorm must follow a conv.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import asdict, dataclass, field
 from typing import Mapping
 
 import numpy as np
 from torch import nn
 
-from har.bn_fold import fold_bn
 from har.errors import BadOptionError, HarError
 from har.windows import Normalizer
+from model_opts.graph.fx_import import UnsupportedOpError, import_module
 
 SUPPORTED = ("Conv1d", "BatchNorm1d", "ReLU", "MaxPool1d", "AvgPool1d", "AdaptiveAvgPool1d", "Flatten",
              "Dropout", "Identity", "Linear")
@@ -134,50 +134,21 @@ def _pack(kn: np.ndarray, layout: str) -> tuple[np.ndarray, str]:
     return (kn if layout == "kn" else kn.T), layout
 
 
-def _leaves(model: nn.Module, prefix: str = "") -> list[tuple[str, nn.Module]]:
-    if not isinstance(model, nn.Sequential):
-        raise UnsupportedModuleError(f"flatten needs an nn.Sequential chain, got {type(model).__name__} at "
-                                     f"{prefix or 'top level'}")
-    out = []
-    for name, child in model.named_children():
-        path = f"{prefix}.{name}" if prefix else name
-        out += _leaves(child, path) if isinstance(child, nn.Sequential) else [(path, child)]
-    return out
-
-
-def _check_conv(path: str, m: nn.Conv1d) -> None:
-    bad = {"stride": m.stride != (1,), "dilation": m.dilation != (1,), "groups": m.groups != 1,
-           "padding_mode": m.padding_mode != "zeros", "padding": isinstance(m.padding, str)}
-    for attr, is_bad in bad.items():
-        if is_bad:
-            raise UnsupportedModuleError(f"module {path} (Conv1d): {attr}={getattr(m, attr)!r} is not supported")
-
-
-def _check_pool(path: str, m: nn.Module) -> int:
-    k = m.kernel_size if isinstance(m.kernel_size, int) else m.kernel_size[0]
-    s = m.stride if isinstance(m.stride, int) else m.stride[0]
-    p = m.padding if isinstance(m.padding, int) else m.padding[0]
-    if s != k or p != 0 or m.ceil_mode or getattr(m, "dilation", 1) not in (1, (1,)):
-        raise UnsupportedModuleError(f"module {path} ({type(m).__name__}): only kernel == stride, no padding, "
-                                     f"floor mode is supported (got kernel {k}, stride {s}, padding {p})")
-    return k
-
-
 def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, int],
           config: FlattenConfig = FlattenConfig()) -> FlatProgram:
     """Flat program of `model` preceded by `normalizer`, for windows of `input_shape` = (C, T)."""
-    leaves = _leaves(model)
-    for path, m in leaves:
-        if type(m).__name__ not in SUPPORTED:
-            raise UnsupportedModuleError(f"cannot flatten module {path} ({type(m).__name__}); supported: "
-                                         f"{', '.join(SUPPORTED)}")
+    try:
+        graph = import_module(copy.deepcopy(model), tuple(input_shape))
+    except UnsupportedOpError as e:
+        raise UnsupportedModuleError(f"cannot flatten: {e}") from None
     c, t = input_shape
     tensors = [TensorSpec("input", (t, c))]
     ops: list[FlatOp] = []
     weights: dict[str, np.ndarray] = {}
     mean = normalizer.mean.astype(np.float64)
     std = normalizer.std.astype(np.float64)
-    fold = config.fold_normalizer and bool(leaves) and isinstance(leaves[0][1], nn.Conv1d)
+    nodes = graph.nodes
+    fold = config.fold_normalizer and len(nodes) > 1 and nodes[1].kind == "conv"
 
     def emit(kind: str, shape: tuple[int, ...], params: dict[str, np.ndarray] | None = None, **attrs) -> FlatOp:
         name = f"op{len(ops)}.{kind}"
@@ -191,22 +162,21 @@ def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, 
 
     if not fold:
         emit("normalize", (t, c), {"mean": mean, "std": std})
-    i = 0
-    while i < len(leaves):
-        path, m = leaves[i]
-        shape = tensors[-1].shape
-        nxt = [type(x).__name__ for _, x in leaves[i + 1:i + 3]]
-        if isinstance(m, nn.Conv1d):
-            _check_conv(path, m)
-            if len(shape) != 2 or shape[1] != m.in_channels:
-                raise UnsupportedModuleError(f"module {path} (Conv1d) expects {m.in_channels} channels, gets {shape}")
-            k, p = m.kernel_size[0], m.padding[0]
-            w = m.weight.detach().double().numpy()
-            b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_channels)
-            used = 1
-            if nxt[:1] == ["BatchNorm1d"]:
-                w, b = fold_bn(w, b, leaves[i + 1][1])
-                used += 1
+    for n in nodes[1:]:
+        path, act = n.name, n.attrs.get("act", "none")
+        what = {"conv": "Conv1d", "linear": "Linear", "maxpool": "MaxPool1d", "avgpool": "AvgPool1d",
+                "mean": "AdaptiveAvgPool1d", "relu": act.upper(), "add": "add", "flatten": "Flatten"}[n.kind]
+        if act not in ("none", "relu"):
+            raise UnsupportedModuleError(f"module {path} ({what}): activation {act} is not supported")
+        relu = act == "relu"
+        if n.kind == "conv":
+            (kh, k), (p0, p) = n.attrs["kernel"], n.attrs["padding"]
+            for attr, bad in (("stride", n.attrs["stride"] != (1, 1)), ("groups", n.attrs["groups"] != 1),
+                              ("2-d kernel", kh != 1 or p0 != 0)):
+                if bad:
+                    raise UnsupportedModuleError(f"module {path} (Conv1d): {attr} {n.attrs} is not supported")
+            w, b = n.weight[:, 0].transpose(0, 2, 1), n.bias  # OHWI (O, 1, K, I) -> (O, I, K)
+            c_in = w.shape[1]
             params = {}
             if fold and not ops:
                 # conv(norm(x)) with zero pads == conv'(x padded with the mean), conv' = W / std, b - sum(W mean / std)
@@ -214,44 +184,30 @@ def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, 
                 w = w / std[None, :, None]
                 if p:
                     params["pad_value"] = mean
-            relu = [type(x).__name__ for _, x in leaves[i + used:i + used + 1]] == ["ReLU"]
-            used += relu
-            packed, layout = _pack(np.concatenate([w.transpose(2, 1, 0).reshape(k * m.in_channels, m.out_channels),
-                                                   b[None]]), config.weight_layout)
-            t_out = shape[0] + 2 * p - k + 1
-            emit("conv1d", (t_out, m.out_channels), {"weight": packed, **params}, kernel_size=k, padding=p,
-                 in_channels=m.in_channels, relu=relu, weight_layout=layout, source=path)
-            i += used
-            continue
-        if isinstance(m, nn.Linear):
-            if len(shape) != 1 or shape[0] != m.in_features:
-                raise UnsupportedModuleError(f"module {path} (Linear) expects ({m.in_features},), gets {shape}")
-            b = m.bias.detach().double().numpy() if m.bias is not None else np.zeros(m.out_features)
-            packed, layout = _pack(np.concatenate([m.weight.detach().double().numpy().T, b[None]]), config.weight_layout)
-            relu = nxt[:1] == ["ReLU"]
-            emit("linear", (m.out_features,), {"weight": packed}, relu=relu, weight_layout=layout, source=path)
-            i += 1 + relu
-            continue
-        kind = type(m).__name__
-        if kind == "BatchNorm1d":
-            raise UnsupportedModuleError(f"module {path} (BatchNorm1d) must directly follow a Conv1d to be folded")
-        if kind == "ReLU":
-            emit("relu", shape, source=path)
-        elif kind in ("MaxPool1d", "AvgPool1d"):
-            k = _check_pool(path, m)
-            if len(shape) != 2:
-                raise UnsupportedModuleError(f"module {path} ({kind}) needs a sequence input, gets {shape}")
-            emit(kind.lower(), (shape[0] // k, shape[1]), kernel_size=k, source=path)
-        elif kind == "AdaptiveAvgPool1d":
-            size = m.output_size if isinstance(m.output_size, int) else m.output_size[0]
-            if size != 1 or len(shape) != 2:
-                raise UnsupportedModuleError(f"module {path} (AdaptiveAvgPool1d): only output_size=1 is supported")
-            emit("global_avg_pool", (shape[1],), source=path)
-        elif kind == "Flatten":
-            if len(shape) != 1:
-                raise UnsupportedModuleError(f"module {path} (Flatten) of a sequence {shape} is not supported; "
-                                             "pool to a vector first")
-        i += 1
+            packed, layout = _pack(np.concatenate([w.transpose(2, 1, 0).reshape(k * c_in, w.shape[0]), b[None]]),
+                                   config.weight_layout)
+            emit("conv1d", (n.shape[1], n.shape[2]), {"weight": packed, **params}, kernel_size=int(k), padding=int(p),
+                 in_channels=int(c_in), relu=relu, weight_layout=layout, source=path)
+        elif n.kind == "linear":
+            packed, layout = _pack(np.concatenate([n.weight.T, n.bias[None]]), config.weight_layout)
+            emit("linear", n.shape, {"weight": packed}, relu=relu, weight_layout=layout, source=path)
+        elif n.kind == "relu":
+            emit("relu", tensors[-1].shape, source=path)
+        elif n.kind in ("maxpool", "avgpool"):
+            if n.attrs["kernel"] != n.attrs["stride"]:
+                raise UnsupportedModuleError(f"module {path} ({what}): only kernel == stride, no padding, floor mode "
+                                             f"is supported (got kernel {n.attrs['kernel'][1]}, stride "
+                                             f"{n.attrs['stride'][1]})")
+            emit(f"{n.kind}1d", (n.shape[1], n.shape[2]), kernel_size=int(n.attrs["kernel"][1]), source=path)
+        elif n.kind == "mean":
+            emit("global_avg_pool", (n.shape[2],), source=path)
+        elif n.kind == "flatten":
+            if len(tensors[-1].shape) != 1:
+                raise UnsupportedModuleError(f"module {path} (Flatten) of a sequence {tensors[-1].shape} is not "
+                                             "supported; pool to a vector first")
+        else:
+            raise UnsupportedModuleError(f"cannot flatten module {path} ({what}): the flat executor runs chains "
+                                         "only (the graph path, model_opts.graph, runs it)")
     if not ops:
         raise UnsupportedModuleError("model has no computing module to flatten")
     meta = {"input_layout": "(C, T) float32 un-normalised; stored channel-last (T, C)",

@@ -31,7 +31,7 @@ from torch import fx, nn
 from har.bn_fold import fold_bn
 from har.errors import HarError
 
-KINDS = ("input", "conv", "linear", "relu", "maxpool", "avgpool", "mean", "add")
+KINDS = ("input", "conv", "linear", "relu", "maxpool", "avgpool", "mean", "add", "flatten")
 ACTS = {"none": (-np.inf, np.inf), "relu": (0.0, np.inf), "relu6": (0.0, 6.0)}
 
 
@@ -87,13 +87,6 @@ class _PathTracer(fx.Tracer):
         node = super().create_node(kind, target, args, kwargs, name, type_expr)
         node.meta["path"] = self._paths[-1] or "<root>"
         return node
-
-
-def _pair(v, what: str, path: str) -> tuple[int, int]:
-    v = tuple(v) if isinstance(v, (tuple, list)) else (v, v)
-    if len(v) != 2:
-        raise UnsupportedOpError(f"{what} {v} at {path!r}")
-    return int(v[0]), int(v[1])
 
 
 def _describe(node: fx.Node, modules: dict) -> str:
@@ -178,10 +171,7 @@ def import_module(model: nn.Module, input_shape: tuple[int, ...]) -> FloatGraph:
             b.where[node] = _convert(b, node, path)
     if out_index != len(b.nodes) - 1 or out_index is None:
         raise UnsupportedOpError("the output is not the last op computed (a dead branch or a returned input)")
-    graph = FloatGraph(tuple(b.nodes), input_shape)
-    if graph.nodes[-1].kind != "linear" and len(graph.nodes[-1].shape) != 1:
-        raise UnsupportedOpError(f"the output has shape {graph.nodes[-1].shape} per sample: a vector (flattened) is expected")
-    return graph
+    return FloatGraph(tuple(b.nodes), input_shape)
 
 
 def _kind_of(node: fx.Node, modules: dict) -> str:
@@ -257,6 +247,8 @@ def _convert(b: _Builder, node: fx.Node, path: str) -> int:
     if kind == "linear":
         if len(chw) != 1:
             raise UnsupportedOpError(f"Linear at {path!r} on a {len(chw)}-d tensor: flatten first")
+        if chw[0] != m.in_features:
+            raise UnsupportedOpError(f"Linear at {path!r} expects {m.in_features} inputs, gets {chw[0]}")
         w = m.weight.detach().double().numpy().copy()
         if src in b.flat_of:  # torch flattened (C, H, W); our rows are (H, W, C)
             h, wd, c = b.flat_of[src]
@@ -294,6 +286,8 @@ def _conv(b: _Builder, m: nn.Module, src: int, chw: tuple[int, ...], path: str) 
     else:
         p = (0, m.padding[0]) if one_d else tuple(m.padding)
     h, w, c = _spatial(chw)
+    if c != m.in_channels:
+        raise UnsupportedOpError(f"{name} at {path!r} expects {m.in_channels} input channels, gets {c}")
     ho, wo = (h + 2 * p[0] - k[0]) // s[0] + 1, (w + 2 * p[1] - k[1]) // s[1] + 1
     if ho < 1 or wo < 1:
         raise UnsupportedOpError(f"{name} at {path!r}: kernel {k} larger than its padded input ({h}, {w})")
@@ -310,11 +304,22 @@ def _pool(b: _Builder, m: nn.Module, kind: str, src: int, chw: tuple[int, ...], 
     one_d = name.endswith("1d")
     if len(chw) != (2 if one_d else 3):
         raise UnsupportedOpError(f"{name} at {path!r} on an input of shape {chw}")
-    k = (1, _pair(m.kernel_size, "kernel", path)[0]) if one_d else _pair(m.kernel_size, "kernel", path)
-    stride = m.stride if m.stride is not None else m.kernel_size
-    s = (1, _pair(stride, "stride", path)[0]) if one_d else _pair(stride, "stride", path)
-    if any(_pair(m.padding, "padding", path)) or m.ceil_mode or (kind == "maxpool" and any(
-            d != 1 for d in _pair(m.dilation, "dilation", path))):
+    n = 1 if one_d else 2
+
+    def raw(v, what: str) -> tuple[int, ...]:
+        v = tuple(v) if isinstance(v, (tuple, list)) else (v,) * n
+        if len(v) != n:
+            raise UnsupportedOpError(f"{name} at {path!r}: {what} {v}")
+        return tuple(int(x) for x in v)
+
+    def dims(v, what: str) -> tuple[int, int]:  # (H, W) sizes; a 1-d op has height 1
+        v = raw(v, what)
+        return (1, v[0]) if one_d else v
+
+    k = dims(m.kernel_size, "kernel")
+    s = dims(m.stride if m.stride is not None else m.kernel_size, "stride")
+    dilated = kind == "maxpool" and any(d != 1 for d in raw(m.dilation, "dilation"))
+    if any(raw(m.padding, "padding")) or m.ceil_mode or dilated:
         raise UnsupportedOpError(f"{name} at {path!r}: only unpadded, floor-mode, undilated pooling")
     if kind == "avgpool" and getattr(m, "divisor_override", None):
         raise UnsupportedOpError(f"{name} at {path!r}: divisor_override is not supported")

@@ -1,32 +1,30 @@
-"""Fold a trained `CompactCNN1d`-like `nn.Sequential` into a flat list of float ops ready for int8.
+"""Fold a trained 1-d CNN (`CompactCNN1d` or any module of the same ops) into a flat list of float ops ready for int8.
 
 Steps of `fold_model`:
-1. Walk the Sequential in order. A Conv1d (stride 1, dilation 1, symmetric zero padding; groups 1, or
-   depthwise: groups == C_in == C_out, which becomes `FloatDepthwiseConv1d`) is optionally followed by a
-   BatchNorm1d and then optionally by a ReLU; a Linear optionally by a ReLU.
-2. Fold BatchNorm into the conv with `har.bn_fold.fold_bn` (shared with `system_opts.flatten`): with
-   s = gamma / sqrt(running_var + eps), the conv weight becomes W * s (per output channel) and the bias
-   (b - running_mean) * s + beta (b = 0 for our bias-free convs: BatchNorm provides the bias); a
-   depthwise weight (C, 1, K) has its output channel first too, so the same fold applies.
-   Arithmetic in float64, stored as float32.
-3. A ReLU right after a conv/linear is fused into that op (`relu=True`): in int8 it becomes the lower
-   clamp of the requantized output, as in TFLite.
-4. MaxPool1d (kernel == stride, no padding, floor mode) and AdaptiveAvgPool1d(1) are kept as ops;
-   Flatten (after the global pool the tensor is already (N, C)) and Dropout (identity at inference) vanish.
-Anything else raises `UnsupportedModelError` naming the module, instead of silently mis-converting.
-Limits: only the op set of `har.model.CompactCNN1d` (with `separable`); BatchNorm must directly follow a
-conv; grouped convs other than depthwise with depth multiplier 1 are refused.
+1. Import the module with the graph importer (`model_opts.graph.fx_import`: torch.fx, the one path every
+   model takes): BatchNorm folded into its conv in float64 (`har.bn_fold.fold_bn`), a ReLU right after
+   a conv / linear fused into it (in int8 the lower clamp of the requantized output, as in TFLite),
+   Flatten and Dropout gone. The importer needs a shape; the ops do not depend on the window length,
+   so it traces at `NOMINAL_LENGTH` unless `length` is given.
+2. Map the graph to this module's op records: Conv1d (stride 1, symmetric zero padding; groups 1 ->
+   `FloatConv1d`, depthwise groups == C_in == C_out -> `FloatDepthwiseConv1d`; weights (C_out, C_in, K)),
+   Linear, MaxPool1d (kernel == stride), AdaptiveAvgPool1d(1) (`FloatGlobalAvgPool`); stored float32.
+Anything else (residual add, average pooling, a standalone or ReLU6 activation, strided or grouped convs)
+raises `UnsupportedModelError` naming the op and its module path: those run on the graph path
+(`model_opts.graph`), not on this 1-d op list.
+Limits: the op set of `har.model.CompactCNN1d` (with `separable`); the model must end with a Linear.
 """
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import nn
 
-from har.bn_fold import fold_bn
 from har.errors import HarError
+from model_opts.graph.fx_import import UnsupportedOpError, import_module
 
 
 class UnsupportedModelError(HarError):
@@ -69,66 +67,55 @@ class FloatGlobalAvgPool:
 FloatOp = FloatConv1d | FloatDepthwiseConv1d | FloatLinear | FloatMaxPool1d | FloatGlobalAvgPool
 
 
-def _np(t: torch.Tensor) -> np.ndarray:
-    return t.detach().cpu().numpy().astype(np.float64)
+NOMINAL_LENGTH = 4096  # the ops do not depend on the window length; shapes are traced at this one
 
 
-def _is_depthwise(conv: nn.Conv1d) -> bool:
-    return conv.groups > 1 and conv.groups == conv.in_channels == conv.out_channels
-
-
-def _check_conv(conv: nn.Conv1d) -> int:
-    pad = conv.padding[0] if isinstance(conv.padding, tuple) else conv.padding
-    if (conv.stride != (1,) or conv.dilation != (1,) or not (conv.groups == 1 or _is_depthwise(conv))
-            or not isinstance(pad, int) or conv.padding_mode != "zeros"):
-        raise UnsupportedModelError(f"int8 path supports Conv1d with stride 1, dilation 1, groups 1 (or depthwise: "
-                                    f"groups == in == out channels) and integer zero padding only, got {conv}")
-    return pad
-
-
-def fold_model(model: nn.Sequential) -> list[FloatOp]:
-    """BN-folded, ReLU-fused float ops of `model` (which is left untouched)."""
-    layers = list(model)
+def fold_model(model: nn.Module, length: int | None = None) -> list[FloatOp]:
+    """BN-folded, ReLU-fused float ops of `model` (which is left untouched), from the graph importer."""
+    in_channels = _in_channels(model)
+    try:
+        graph = import_module(copy.deepcopy(model), (in_channels, length or NOMINAL_LENGTH))
+    except UnsupportedOpError as e:
+        raise UnsupportedModelError(f"int8 path: {e}") from None
     ops: list[FloatOp] = []
-    i = 0
-    while i < len(layers):
-        layer = layers[i]
-        nxt = layers[i + 1] if i + 1 < len(layers) else None
-        if isinstance(layer, nn.Conv1d):
-            pad = _check_conv(layer)
-            w = _np(layer.weight)
-            b = _np(layer.bias) if layer.bias is not None else np.zeros(w.shape[0])
-            if isinstance(nxt, nn.BatchNorm1d):
-                w, b = fold_bn(w, b, nxt)
-                i += 1
-            relu = i + 1 < len(layers) and isinstance(layers[i + 1], nn.ReLU)
-            cls = FloatDepthwiseConv1d if _is_depthwise(layer) else FloatConv1d
-            ops.append(cls(w.astype(np.float32), b.astype(np.float32), pad, relu))
-            i += 2 if relu else 1
-        elif isinstance(layer, nn.Linear):
-            b = _np(layer.bias) if layer.bias is not None else np.zeros(layer.out_features)
-            relu = isinstance(nxt, nn.ReLU)
-            ops.append(FloatLinear(_np(layer.weight).astype(np.float32), b.astype(np.float32), relu))
-            i += 2 if relu else 1
-        elif isinstance(layer, nn.MaxPool1d):
-            k = layer.kernel_size if isinstance(layer.kernel_size, int) else layer.kernel_size[0]
-            stride = layer.stride if isinstance(layer.stride, int) else layer.stride[0]
-            if stride != k or layer.padding not in (0, (0,)) or layer.dilation not in (1, (1,)) or layer.ceil_mode:
-                raise UnsupportedModelError(f"int8 path supports MaxPool1d with stride == kernel only, got {layer}")
-            ops.append(FloatMaxPool1d(int(k)))
-            i += 1
-        elif isinstance(layer, nn.AdaptiveAvgPool1d):
-            if layer.output_size not in (1, (1,)):
-                raise UnsupportedModelError(f"int8 path supports AdaptiveAvgPool1d(1) only, got {layer}")
+    for n in graph.nodes[1:]:
+        act = n.attrs.get("act", "none")
+        if act not in ("none", "relu") or n.kind in ("add", "avgpool", "relu"):
+            what = f"{n.kind} ({act})" if n.kind != "relu" else f"a standalone {act.upper()}"
+            raise UnsupportedModelError(f"int8 path does not support {what} at module path {n.name!r}")
+        relu = act == "relu"
+        if n.kind == "conv":
+            (kh, k), stride, (ph, pad) = n.attrs["kernel"], n.attrs["stride"], n.attrs["padding"]
+            c_in = graph.nodes[n.inputs[0]].shape[-1]
+            depthwise = n.attrs["groups"] > 1 and n.attrs["groups"] == c_in == n.shape[-1]
+            if kh != 1 or stride != (1, 1) or ph or not (n.attrs["groups"] == 1 or depthwise):
+                raise UnsupportedModelError(f"int8 path supports Conv1d with stride 1 and groups 1 (or depthwise: "
+                                            f"groups == in == out channels) only, got {n.name!r} {n.attrs}")
+            w = n.weight[:, 0].transpose(0, 2, 1)  # OHWI (O, 1, K, I) -> (O, I, K)
+            cls = FloatDepthwiseConv1d if depthwise else FloatConv1d
+            ops.append(cls(w.astype(np.float32), n.bias.astype(np.float32), int(pad), relu))
+        elif n.kind == "linear":
+            ops.append(FloatLinear(n.weight.astype(np.float32), n.bias.astype(np.float32), relu))
+        elif n.kind == "maxpool":
+            if n.attrs["kernel"] != n.attrs["stride"]:
+                raise UnsupportedModelError(f"int8 path supports MaxPool1d with stride == kernel only ({n.name!r})")
+            ops.append(FloatMaxPool1d(int(n.attrs["kernel"][1])))
+        elif n.kind == "mean":
             ops.append(FloatGlobalAvgPool())
-            i += 1
-        elif isinstance(layer, (nn.Flatten, nn.Dropout, nn.Identity)):
-            i += 1
-        else:
-            raise UnsupportedModelError(f"int8 path does not support {type(layer).__name__} (layer {i})")
+        elif n.kind != "flatten":
+            raise UnsupportedModelError(f"int8 path does not support {n.kind} at module path {n.name!r}")
     if not ops or not isinstance(ops[-1], FloatLinear):
         raise UnsupportedModelError("int8 path expects the model to end with a Linear classifier")
     return ops
+
+
+def _in_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv1d):
+            return int(m.in_channels)
+        if isinstance(m, nn.Linear):
+            return int(m.in_features)
+    raise UnsupportedModelError(f"int8 path: {type(model).__name__} holds no Conv1d or Linear")
 
 
 def run_float(ops: list[FloatOp], x: torch.Tensor, taps: list[torch.Tensor] | None = None) -> torch.Tensor:

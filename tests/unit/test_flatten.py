@@ -52,16 +52,43 @@ def test_unsupported_modules_are_named():
     norm = Normalizer(np.zeros(3, np.float32), np.ones(3, np.float32))
     model = nn.Sequential(nn.Conv1d(3, 4, 3, padding=1), nn.GELU(), nn.AdaptiveAvgPool1d(1), nn.Flatten(),
                           nn.Linear(4, 2))
-    with pytest.raises(flatten.UnsupportedModuleError, match=r"module 1 \(GELU\)"):
+    with pytest.raises(flatten.UnsupportedModuleError, match=r"unsupported op GELU at module path '1'"):
         flatten.apply(model, norm, (3, 16))
     with pytest.raises(flatten.UnsupportedModuleError, match="stride"):
         flatten.apply(nn.Sequential(nn.Conv1d(3, 4, 3, stride=2)), norm, (3, 16))
-    with pytest.raises(flatten.UnsupportedModuleError, match="must directly follow a Conv1d"):
+    with pytest.raises(flatten.UnsupportedModuleError, match="must directly follow a conv"):
         flatten.apply(nn.Sequential(nn.Conv1d(3, 4, 3), nn.MaxPool1d(2), nn.BatchNorm1d(4)), norm, (3, 16))
-    with pytest.raises(flatten.UnsupportedModuleError, match="nn.Sequential"):
-        flatten.apply(nn.Conv1d(3, 4, 3), norm, (3, 16))
     with pytest.raises(flatten.UnsupportedModuleError, match="Flatten"):
         flatten.apply(nn.Sequential(nn.Conv1d(3, 4, 3), nn.Flatten(), nn.Linear(56, 2)), norm, (3, 16))
+    with pytest.raises(flatten.UnsupportedModuleError, match="expects 5 input channels, gets 3"):
+        flatten.apply(nn.Sequential(nn.Conv1d(5, 4, 3)), norm, (3, 16))
+
+
+class _Residual1d(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv1d(3, 3, 3, padding=1)
+
+    def forward(self, x):
+        return self.conv(x) + x
+
+
+def test_any_module_flattens_through_the_graph_importer_and_a_residual_is_named():
+    """Not only nn.Sequential: the importer is torch.fx; an add is outside the chain executor's set."""
+    norm = Normalizer(np.zeros(3, np.float32), np.ones(3, np.float32))
+
+    class Chain(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.conv, self.pool, self.fc = nn.Conv1d(3, 4, 3, padding=1), nn.AdaptiveAvgPool1d(1), nn.Linear(4, 2)
+
+        def forward(self, x):
+            return self.fc(torch.flatten(self.pool(torch.relu(self.conv(x))), 1))
+
+    prog = flatten.apply(Chain().eval(), norm, (3, 16))
+    assert [op.kind for op in prog.ops] == ["conv1d", "global_avg_pool", "linear"] and prog.ops[0].attrs["relu"]
+    with pytest.raises(flatten.UnsupportedModuleError, match=r"module <root> \(add\).*graph path"):
+        flatten.apply(_Residual1d().eval(), norm, (3, 16))
 
 
 def test_other_supported_ops_match_torch():
