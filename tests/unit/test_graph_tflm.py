@@ -6,6 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from torch import nn
 
 from firmware import graph_tflm
 from har.errors import BadDataError
@@ -26,7 +27,10 @@ def _quantized(model, shape, seed=0):
 
 @pytest.mark.parametrize("make,shape", [(lambda: randomise_bn(ProbeNet()), (1, 28, 28)),
                                         (lambda: FlattenNet().eval(), (3, 8, 8)),
-                                        (lambda: randomise_bn(CompactCNN1d(CNNConfig(separable=True), seed=0)), (6, 80))])
+                                        (lambda: randomise_bn(CompactCNN1d(CNNConfig(separable=True), seed=0)), (6, 80)),
+                                        (lambda: nn.Sequential(nn.Conv2d(3, 6, 5, stride=3, padding=2), nn.ReLU6(),
+                                                               nn.AvgPool2d(3, 2), nn.Conv2d(6, 12, 3, groups=3, padding=1),
+                                                               nn.Flatten(), nn.Linear(72, 4)).eval(), (3, 17, 19))])
 def test_tflm_is_bit_exact_with_the_integer_reference(make, shape):
     torch.manual_seed(0)
     q = _quantized(make(), shape)

@@ -1,0 +1,61 @@
+"""The graph kernels (har_graph.c) under ASan + UBSan: random modules (residual, depthwise, grouped,
+strided, every pooling kind, a (C, H, W) flatten, the HAR CNN) with random and saturating inputs run in
+exactly-sized buffers with no finding, and their outputs equal the integer reference."""
+from __future__ import annotations
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+from torch import nn
+
+from firmware import hygiene
+from har.model import CNNConfig, CompactCNN1d
+from model_opts.graph import intref
+from model_opts.graph.fx_import import import_module
+from model_opts.graph.quantize import quantize
+from system_opts import graph_program
+from system_opts.graph_c import CSRC
+from tests.unit.graph_models import FlattenNet, ProbeNet, randomise_bn
+
+DRIVER = hygiene.FUZZ_SOURCE.with_name("sanitize_har_graph.c")
+
+
+@pytest.fixture(scope="module")
+def driver(tmp_path_factory):
+    try:
+        return hygiene.sanitizer_build([DRIVER, CSRC / "har_graph.c"], tmp_path_factory.mktemp("san") / "drv",
+                                       include_dirs=[CSRC])
+    except hygiene.BuildError as e:  # no sanitizer runtime on this machine
+        pytest.skip(str(e))
+
+
+def _program_file(prog, qin) -> bytes:
+    head = np.array([len(prog.ops), len(prog.blob), prog.arena_bytes, prog.input_offset, prog.input_bytes,
+                     prog.output_offset, prog.output_bytes, len(qin)], "<u4")
+    return head.tobytes() + prog.ops.astype("<i4").tobytes() + prog.blob + qin.astype(np.int8).tobytes()
+
+
+CASES = [("probe", lambda s: randomise_bn(ProbeNet(), s), (1, 28, 28)), ("flatten", lambda s: FlattenNet(), (3, 8, 8)),
+         ("har", lambda s: randomise_bn(CompactCNN1d(CNNConfig(separable=True), seed=s), s), (6, 80)),
+         ("strided", lambda s: nn.Sequential(nn.Conv2d(3, 6, 5, stride=3, padding=2), nn.ReLU6(), nn.AvgPool2d(3, 2),
+                                             nn.Conv2d(6, 12, 3, groups=3, padding=1), nn.Flatten(), nn.Linear(72, 4)), (3, 17, 19))]
+
+
+@pytest.mark.parametrize("name,make,shape", CASES, ids=[c[0] for c in CASES])
+@pytest.mark.parametrize("seed", [0, 1])
+def test_graph_kernels_have_no_finding_and_match_the_reference(driver, tmp_path, name, make, shape, seed):
+    torch.manual_seed(seed)
+    model = make(seed).eval()
+    rng = np.random.default_rng(seed)
+    q = quantize(import_module(model, shape), [rng.standard_normal((32, *shape)).astype(np.float32) * (1 + seed)])
+    qin = rng.integers(-128, 128, (8, *q.input.shape), dtype=np.int8)
+    qin[0], qin[1] = -128, 127
+    prog = graph_program.build(q)
+    (tmp_path / "p.bin").write_bytes(_program_file(prog, qin))
+    done = subprocess.run([str(driver), str(tmp_path / "p.bin"), str(tmp_path / "o.bin")], capture_output=True,
+                          text=True, timeout=300, env=hygiene.sanitizer_env())
+    assert done.returncode == 0, done.stderr[-2000:]
+    out = np.frombuffer((tmp_path / "o.bin").read_bytes(), np.int8).reshape(len(qin), -1)
+    np.testing.assert_array_equal(out, intref.run_int8(q, qin).reshape(len(qin), -1))
