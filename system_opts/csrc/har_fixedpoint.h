@@ -33,4 +33,21 @@ static inline int32_t requantize(int32_t x, int32_t m, int32_t shift) {
 }
 
 static inline int32_t clamp8(int32_t v, int32_t lo, int32_t hi) { return v < lo ? lo : (v > hi ? hi : v); }
+/* DSP-extension helpers (Cortex-M4 and up) of the SMLAD loops */
+#if defined(__ARM_FEATURE_DSP)
+#include <arm_acle.h>
+/* a 4-byte load from any alignment (the builtin inlines to one LDR: -ffreestanding disables plain memcpy's) */
+static inline int32_t load32(const void *p) {
+    int32_t v;
+    __builtin_memcpy(&v, p, 4);
+    return v;
+}
+/* SXTB16 of the value rotated by 8 (bytes 1 and 3) in one instruction; GCC 12's <arm_acle.h> has no __ror
+ * and does not fold a rotate into SXTB16 */
+static inline int32_t sxtb16_ror8(int32_t v) {
+    int32_t r;
+    __asm__("sxtb16 %0, %1, ror #8" : "=r"(r) : "r"(v));
+    return r;
+}
+#endif
 #endif

@@ -27,9 +27,33 @@ static inline int8_t requant8(int32_t acc, int32_t m, int32_t shift, int32_t zp_
     return (int8_t)(clamp8(requantize(acc, m, shift), lo - zp_out, hi - zp_out) + zp_out);
 }
 
+/* sum_i (x[i] - zp) * w[i] as sum x w - zp sum w: two independent sums, no subtraction per term (|sum x w|
+ * <= n * 128 * 127 and |zp sum w| <= n * 128 * 127 under the contract: no overflow) */
+static inline int32_t dot(const int8_t *x, const int8_t *w, int32_t n, int32_t zp) {
+    int32_t sxw = 0, sw = 0, i = 0;
+#if defined(__ARM_FEATURE_DSP)
+    /* 4 terms per step: SXTB16 widens bytes 0, 2 (and, rotated, 1, 3) to 16-bit lanes, SSUB16 takes the zero
+     * point off in 16 bits (|x - zp| <= 255), SMLAD adds both lane products to the sum: the same integers */
+    const int32_t zp2 = (int32_t)(((uint32_t)zp & 0xFFFFu) * 0x10001u);
+    for (; i + 4 <= n; i += 4) {
+        const int32_t xv = load32(x + i), wv = load32(w + i);
+        sxw = __smlad(__ssub16(__sxtb16(xv), zp2), __sxtb16(wv), sxw);
+        sxw = __smlad(__ssub16(sxtb16_ror8(xv), zp2), sxtb16_ror8(wv), sxw);
+    }
+#endif
+    for (; i < n; i++) {
+        sxw += (int32_t)x[i] * (int32_t)w[i];
+        sw += w[i];
+    }
+    return sxw - zp * sw;
+}
+
 /* 8 H, 9 W, 10 C, 11 Ho, 12 Wo, 13 Co, 14 KH, 15 KW, 16 SH, 17 SW, 18 PH, 19 PW, 20 groups, 21 zp_in,
  * 22 zp_out, 23 act_min, 24 act_max; weight OHWI (Co, KH, KW, C / groups) int8; bias, multiplier, shift
- * int32 (Co). A padded tap is the input zero point, which contributes (zp - zp) * w = 0: skipped. */
+ * int32 (Co). A padded tap is the input zero point, which contributes (zp - zp) * w = 0, so each output
+ * sums over the taps inside the input only: rows [ky0, ky1), columns [kx0, kx1), computed once per output
+ * position. With groups 1 a row of taps is one contiguous run of (kx1 - kx0) * C values in both the input
+ * and the weights (channel-last, OHWI), so it is one dot product. */
 static void conv(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
     const int8_t *x = (const int8_t *)(arena + op[1]);
     int8_t *y = (int8_t *)(arena + op[3]);
@@ -37,26 +61,30 @@ static void conv(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
     const int32_t h = op[8], wd = op[9], c = op[10], ho = op[11], wo = op[12], co = op[13];
     const int32_t kh = op[14], kw = op[15], sh = op[16], sw = op[17], ph = op[18], pw = op[19];
     const int32_t cg = c / op[20], og = co / op[20], zp = op[21];
-    for (int32_t oy = 0; oy < ho; oy++)
-        for (int32_t ox = 0; ox < wo; ox++)
+    for (int32_t oy = 0; oy < ho; oy++) {
+        const int32_t iy0 = oy * sh - ph;
+        const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = h - iy0 < kh ? h - iy0 : kh;
+        for (int32_t ox = 0; ox < wo; ox++) {
+            const int32_t ix0 = ox * sw - pw;
+            const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = wd - ix0 < kw ? wd - ix0 : kw;
+            int8_t *yp = y + (oy * wo + ox) * co;
             for (int32_t o = 0; o < co; o++) {
                 const int32_t c0 = (o / og) * cg;
                 int32_t acc = 0;
-                for (int32_t ky = 0; ky < kh; ky++) {
-                    const int32_t iy = oy * sh + ky - ph;
-                    if (iy < 0 || iy >= h) continue;
-                    for (int32_t kx = 0; kx < kw; kx++) {
-                        const int32_t ix = ox * sw + kx - pw;
-                        if (ix < 0 || ix >= wd) continue;
-                        const int8_t *xp = x + (iy * wd + ix) * c + c0;
-                        const int8_t *wp = w + ((o * kh + ky) * kw + kx) * cg;
-                        for (int32_t i = 0; i < cg; i++) acc += ((int32_t)xp[i] - zp) * (int32_t)wp[i];
+                for (int32_t ky = ky0; ky < ky1; ky++) {
+                    const int8_t *xp = x + ((iy0 + ky) * wd + ix0 + kx0) * c + c0;
+                    const int8_t *wp = w + ((o * kh + ky) * kw + kx0) * cg;
+                    if (cg == c) {
+                        acc += dot(xp, wp, (kx1 - kx0) * c, zp);
+                    } else {
+                        for (int32_t kx = 0; kx < kx1 - kx0; kx++) acc += dot(xp + kx * c, wp + kx * cg, cg, zp);
                     }
                 }
                 acc += ld32(wb, op[5], o);
-                y[(oy * wo + ox) * co + o] = requant8(acc, ld32(wb, op[6], o), ld32(wb, op[7], o), op[22], op[23],
-                                                      op[24]);
+                yp[o] = requant8(acc, ld32(wb, op[6], o), ld32(wb, op[7], o), op[22], op[23], op[24]);
             }
+        }
+    }
 }
 
 /* 8 F, 13 Co, 21 zp_in, 22 zp_out, 23 act_min, 24 act_max; weight (Co, F) int8 */
@@ -66,9 +94,7 @@ static void linear(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
     const int8_t *w = (const int8_t *)(wb + op[4]);
     const int32_t f = op[8], co = op[13], zp = op[21];
     for (int32_t o = 0; o < co; o++) {
-        int32_t acc = 0;
-        for (int32_t i = 0; i < f; i++) acc += ((int32_t)x[i] - zp) * (int32_t)w[o * f + i];
-        acc += ld32(wb, op[5], o);
+        const int32_t acc = dot(x, w + o * f, f, zp) + ld32(wb, op[5], o);
         y[o] = requant8(acc, ld32(wb, op[6], o), ld32(wb, op[7], o), op[22], op[23], op[24]);
     }
 }
