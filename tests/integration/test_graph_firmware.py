@@ -67,3 +67,14 @@ def test_export_is_deterministic_and_the_crc_is_enforced(tools, exported, tmp_pa
     (tmp_path / graph_export.INPUTS_FILE).write_bytes(graph_export.inputs_bytes(qin[:1]))
     assert qemu.run("cortex-m4", res.elf, tmp_path).exit_code == 2  # CRC mismatch: nothing runs
     assert json.loads((lib / "export.json").read_text())["ops"][3] == "block"
+
+
+def test_exported_makefile_builds_the_static_libraries(tools, exported, tmp_path):
+    import shutil
+    import subprocess
+    _, lib, _, _ = exported
+    work = tmp_path / "lib"
+    shutil.copytree(lib, work)
+    done = subprocess.run(["make", "m4", "m0plus", "host"], cwd=work, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-1500:]
+    assert all((work / f"libhar_graph_{t}.a").stat().st_size > 0 for t in ("m4", "m0plus", "host"))

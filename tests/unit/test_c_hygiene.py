@@ -28,7 +28,7 @@ EXPORT_CONFIGS = {
 
 
 def export_kernels(folder: Path, enabled: tuple[str, ...]) -> Path:
-    for name in ("har_int8.c", "har_int8.h"):
+    for name in ("har_int8.c", "har_int8.h", "har_fixedpoint.h"):
         (folder / name).write_bytes((hygiene.KERNEL_DIR / name).read_bytes())
     (folder / "har_int8_config.h").write_text("".join(f"#define HAR_WITH_{k} 1\n" for k in enabled))
     return folder

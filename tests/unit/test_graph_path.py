@@ -159,3 +159,20 @@ def test_program_refuses_an_overflowing_layer():
     q2 = type(q)(q.nodes[:i] + (bad,) + q.nodes[i + 1:], q.input_shape)
     with pytest.raises(Exception, match="could overflow int32"):
         graph_program.build(q2)
+
+
+def test_c_input_quantizer_equals_the_reference_on_every_float():
+    import ctypes
+    _, _, q = _quantized()
+    rng = np.random.default_rng(5)
+    x = (rng.standard_normal(4096) * 4).astype(np.float32)
+    x[:6] = [np.nan, np.inf, -np.inf, 3.4e38, -3.4e38, 0.0]
+    lib = graph_c.library()
+    lib.har_g_quantize.argtypes = [ctypes.c_void_p, ctypes.c_int32, ctypes.c_float, ctypes.c_float, ctypes.c_int32,
+                                   ctypes.c_void_p]
+    out = np.zeros(len(x), np.int8)
+    inv = np.float32(1.0) / np.float32(q.input.scale)
+    lib.har_g_quantize(x.ctypes.data, len(x), float(inv), float(q.input.zero_point), q.input.zero_point,
+                       out.ctypes.data)
+    from model_opts.quant.intref import quantize_affine
+    np.testing.assert_array_equal(out, quantize_affine(x, inv, np.float32(q.input.zero_point), q.input.zero_point))
