@@ -183,11 +183,12 @@ running `model.tflite` (when it was exported beside).
 """
 
 
-def convert(graph: QGraph, out_dir: str | Path) -> dict:
-    """Write the library for `graph` into `out_dir`; returns `export.json`'s content."""
+def convert(graph: QGraph, out_dir: str | Path, storage: str = "auto") -> dict:
+    """Write the library for `graph` into `out_dir` (weights stored as `system_opts.graph_program.build`'s
+    `storage` says); returns `export.json`'s content."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    prog = build(graph)
+    prog = build(graph, storage)
     files = {"har_graph_model.h": _header(prog, graph), "har_graph_model.c": _model_c(prog), "Makefile": _makefile(),
              "README.md": _readme(prog, graph)}
     files.update({name: (KERNELS / name).read_text() for name in FIXED})

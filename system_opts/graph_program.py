@@ -7,8 +7,12 @@ Steps of `build(graph)`:
    residual's input is read by the add, so it stays alive across the whole branch: the planner sees it.
 2. Plan the arena with `system_opts.planner` (greedy with restarts, 4-byte alignment), beside the naive
    one-buffer-per-tensor sum (`MemoryPlan.naive_bytes`).
-3. Weight blob: per conv / linear its int32 bias, multipliers and shifts first, then every int8 weight
-   (OHWI / (C_out, F)), each array 4-byte aligned; the bytes are deterministic (CRC-checked on the device).
+3. Weight blob: per conv / linear its int32 bias, multipliers and shifts first, then every weight, each
+   array 4-byte aligned; the bytes are deterministic (CRC-checked on the device). A weight is stored
+   dense int8 (OHWI / (C_out, F)) or, when it has at most 16 distinct values (clustering) and `storage`
+   asks for it, as a 16-entry int8 palette + 4-bit indices (two per byte, each output channel's row on a
+   byte boundary): the kernel decodes one row at a time into a scratch row planned in the arena, live for
+   that op only (`layer_storage`; "auto": palette4 wherever it is smaller).
 4. One `HAR_G_OP_WORDS` int32 row per op, slots as documented at each kernel in har_graph.c.
 5. The kernels' contract (har_graph.c header) is checked here; a graph outside it is refused with one line.
 Limits: little-endian blob (every Cortex-M and x86/aarch64 Linux target here).
@@ -19,7 +23,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from har.errors import BadDataError
+from har.errors import BadDataError, BadOptionError
 from model_opts.graph.quantize import QGraph
 from system_opts.planner import MemoryPlan, plan_buffers
 
@@ -56,7 +60,8 @@ class GraphProgram:
 
     def summary(self) -> dict:
         return {"ops": len(self.op_names), "weight_blob_bytes": len(self.blob), "arena_bytes": self.plan.arena_bytes,
-                "naive_arena_bytes": self.plan.naive_bytes, "lower_bound_arena_bytes": self.plan.lower_bound_bytes}
+                "naive_arena_bytes": self.plan.naive_bytes, "lower_bound_arena_bytes": self.plan.lower_bound_bytes,
+                "palette4_layers": int((self.ops[:, 27] == PALETTE4).sum())}
 
 
 def _size(shape) -> int:
@@ -83,7 +88,36 @@ def _check(graph: QGraph) -> None:
             raise BadDataError(f"{n.name}: mean requantization outside the contract")
 
 
-def _blob(graph: QGraph) -> tuple[bytes, dict[tuple[int, str], int]]:
+STORAGES = ("dense", "palette4", "auto")
+DENSE, PALETTE4 = 0, 1  # har_graph.h HAR_G_DENSE / HAR_G_PALETTE4
+
+
+def palette4(weight: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """(16-entry int8 palette, packed 4-bit indices: per output channel row, two per byte, low nibble first)
+    of a weight with at most 16 distinct values, else None."""
+    values = np.unique(weight)
+    if len(values) > 16:
+        return None
+    pal = np.zeros(16, np.int8)
+    pal[:len(values)] = values
+    idx = np.searchsorted(values, weight.reshape(len(weight), -1)).astype(np.uint8)
+    if idx.shape[1] % 2:
+        idx = np.concatenate([idx, np.zeros((len(idx), 1), np.uint8)], axis=1)
+    return pal, (idx[:, 0::2] | (idx[:, 1::2] << 4)).astype(np.uint8)
+
+
+def layer_storage(weight: np.ndarray, storage: str) -> int:
+    """The storage of one conv / linear weight: palette4 when asked (or, for "auto", when it is smaller)
+    and the layer has at most 16 distinct values, else dense."""
+    if storage == "dense":
+        return DENSE
+    packed = palette4(weight)
+    if packed is None:
+        return DENSE
+    return PALETTE4 if storage == "palette4" or packed[1].size + 16 < weight.size else DENSE
+
+
+def _blob(graph: QGraph, formats: dict[int, int]) -> tuple[bytes, dict[tuple[int, str], int]]:
     parts: list[bytes] = []
     where: dict[tuple[int, str], int] = {}
     size = 0
@@ -101,13 +135,20 @@ def _blob(graph: QGraph) -> tuple[bytes, dict[tuple[int, str], int]]:
             for key in ("bias", "multiplier", "shift"):
                 put(i, key, getattr(n, key).astype(np.int32))
     for i, n in enumerate(graph.nodes):
-        if n.weight is not None:
+        if n.weight is not None and formats[i] == PALETTE4:
+            pal, idx = palette4(n.weight)
+            put(i, "palette", pal)
+            put(i, "weight", idx)
+        elif n.weight is not None:
             put(i, "weight", n.weight.astype(np.int8))
     return b"".join(parts), where
 
 
-def build(graph: QGraph) -> GraphProgram:
-    """The device program of `graph` (steps in the module docstring)."""
+def build(graph: QGraph, storage: str = "auto") -> GraphProgram:
+    """The device program of `graph` (steps in the module docstring); `storage` of the conv / linear weights:
+    dense, palette4 (every layer with <= 16 distinct values) or auto (palette4 where it is smaller)."""
+    if storage not in STORAGES:
+        raise BadOptionError(f"unknown weight storage {storage!r}; choose one of {', '.join(STORAGES)}")
     _check(graph)
     nodes = graph.nodes
     alias = list(range(len(nodes)))
@@ -122,11 +163,15 @@ def build(graph: QGraph) -> GraphProgram:
             last[alias[j]] = max(last[alias[j]], k)
     out = alias[len(nodes) - 1]
     last[out] = len(op_nodes) - 1
+    formats = {i: layer_storage(n.weight, storage) for i, n in enumerate(nodes) if n.weight is not None}
     buffers = tuple(Buffer(f"t{i}.{nodes[i].name}", _size(nodes[i].shape), op_of.get(i, 0), last[i])
                     for i in sorted(set(alias)))
+    # a palette layer decodes one output channel's weights at a time into a scratch row live for its op only
+    buffers += tuple(Buffer(f"row{i}.{nodes[i].name}", int(np.prod(nodes[i].weight.shape[1:])), op_of[i], op_of[i])
+                     for i, f in formats.items() if f == PALETTE4)
     plan = plan_buffers(buffers, "greedy", ALIGNMENT_BYTES)
     offset = {i: plan[f"t{i}.{nodes[i].name}"].offset_bytes for i in sorted(set(alias))}
-    blob, where = _blob(graph)
+    blob, where = _blob(graph, formats)
     rows = np.full((len(op_nodes), OP_WORDS), 0, np.int64)
     for k, i in enumerate(op_nodes):
         n, r = nodes[i], rows[k]
@@ -134,6 +179,8 @@ def build(graph: QGraph) -> GraphProgram:
         r[0], r[1], r[2], r[3] = KIND[n.kind], offset[alias[n.inputs[0]]], -1, offset[i]
         r[4:8] = [where.get((i, key), -1) for key in ("weight", "bias", "multiplier", "shift")]
         a = n.attrs
+        if formats.get(i) == PALETTE4:
+            r[27], r[28], r[29] = PALETTE4, where[(i, "palette")], plan[f"row{i}.{n.name}"].offset_bytes
         if n.kind in ("conv", "maxpool", "avgpool"):
             (h, w, c), (ho, wo, co) = src.shape, n.shape
             r[8:15] = [h, w, c, ho, wo, co, a["kernel"][0]]

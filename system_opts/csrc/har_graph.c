@@ -48,53 +48,63 @@ static inline int32_t dot(const int8_t *x, const int8_t *w, int32_t n, int32_t z
     return sxw - zp * sw;
 }
 
+/* the n int8 weights of output channel o: a row of the dense (C_out, n) array, or (27 == HAR_G_PALETTE4)
+ * decoded from 4-bit indices (two per byte, low nibble first, each row starting on a byte) into a
+ * 16-entry palette at blob offset 28, written to the n-byte arena scratch at offset 29 */
+static const int8_t *weight_row(const int32_t *op, const uint8_t *wb, uint8_t *arena, int32_t o, int32_t n) {
+    if (op[27] != HAR_G_PALETTE4) return (const int8_t *)(wb + op[4]) + o * n;
+    const uint8_t *idx = wb + op[4] + o * ((n + 1) / 2);
+    const int8_t *pal = (const int8_t *)(wb + op[28]);
+    int8_t *row = (int8_t *)(arena + op[29]);
+    for (int32_t i = 0; i < n; i++) row[i] = pal[(idx[i >> 1] >> ((i & 1) * 4)) & 15];
+    return row;
+}
+
 /* 8 H, 9 W, 10 C, 11 Ho, 12 Wo, 13 Co, 14 KH, 15 KW, 16 SH, 17 SW, 18 PH, 19 PW, 20 groups, 21 zp_in,
- * 22 zp_out, 23 act_min, 24 act_max; weight OHWI (Co, KH, KW, C / groups) int8; bias, multiplier, shift
- * int32 (Co). A padded tap is the input zero point, which contributes (zp - zp) * w = 0, so each output
- * sums over the taps inside the input only: rows [ky0, ky1), columns [kx0, kx1), computed once per output
- * position. With groups 1 a row of taps is one contiguous run of (kx1 - kx0) * C values in both the input
- * and the weights (channel-last, OHWI), so it is one dot product. */
+ * 22 zp_out, 23 act_min, 24 act_max, 27-29 weight storage (weight_row); weight OHWI (Co, KH, KW, C / groups)
+ * int8; bias, multiplier, shift int32 (Co). Output channel outer (its weight row is fetched once), then
+ * positions. A padded tap is the input zero point, which contributes (zp - zp) * w = 0, so each output sums
+ * over the taps inside the input only: rows [ky0, ky1), columns [kx0, kx1). With groups 1 a row of taps is
+ * one contiguous run of (kx1 - kx0) * C values in both the input and the weights (channel-last, OHWI), so it
+ * is one dot product. */
 static void conv(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
     const int8_t *x = (const int8_t *)(arena + op[1]);
     int8_t *y = (int8_t *)(arena + op[3]);
-    const int8_t *w = (const int8_t *)(wb + op[4]);
     const int32_t h = op[8], wd = op[9], c = op[10], ho = op[11], wo = op[12], co = op[13];
     const int32_t kh = op[14], kw = op[15], sh = op[16], sw = op[17], ph = op[18], pw = op[19];
     const int32_t cg = c / op[20], og = co / op[20], zp = op[21];
-    for (int32_t oy = 0; oy < ho; oy++) {
-        const int32_t iy0 = oy * sh - ph;
-        const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = h - iy0 < kh ? h - iy0 : kh;
-        for (int32_t ox = 0; ox < wo; ox++) {
-            const int32_t ix0 = ox * sw - pw;
-            const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = wd - ix0 < kw ? wd - ix0 : kw;
-            int8_t *yp = y + (oy * wo + ox) * co;
-            for (int32_t o = 0; o < co; o++) {
-                const int32_t c0 = (o / og) * cg;
-                int32_t acc = 0;
+    for (int32_t o = 0; o < co; o++) {
+        const int8_t *w = weight_row(op, wb, arena, o, kh * kw * cg);
+        const int32_t c0 = (o / og) * cg, bias = ld32(wb, op[5], o), m = ld32(wb, op[6], o), e = ld32(wb, op[7], o);
+        for (int32_t oy = 0; oy < ho; oy++) {
+            const int32_t iy0 = oy * sh - ph;
+            const int32_t ky0 = iy0 < 0 ? -iy0 : 0, ky1 = h - iy0 < kh ? h - iy0 : kh;
+            for (int32_t ox = 0; ox < wo; ox++) {
+                const int32_t ix0 = ox * sw - pw;
+                const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = wd - ix0 < kw ? wd - ix0 : kw;
+                int32_t acc = bias;
                 for (int32_t ky = ky0; ky < ky1; ky++) {
                     const int8_t *xp = x + ((iy0 + ky) * wd + ix0 + kx0) * c + c0;
-                    const int8_t *wp = w + ((o * kh + ky) * kw + kx0) * cg;
+                    const int8_t *wp = w + (ky * kw + kx0) * cg;
                     if (cg == c) {
                         acc += dot(xp, wp, (kx1 - kx0) * c, zp);
                     } else {
                         for (int32_t kx = 0; kx < kx1 - kx0; kx++) acc += dot(xp + kx * c, wp + kx * cg, cg, zp);
                     }
                 }
-                acc += ld32(wb, op[5], o);
-                yp[o] = requant8(acc, ld32(wb, op[6], o), ld32(wb, op[7], o), op[22], op[23], op[24]);
+                y[(oy * wo + ox) * co + o] = requant8(acc, m, e, op[22], op[23], op[24]);
             }
         }
     }
 }
 
-/* 8 F, 13 Co, 21 zp_in, 22 zp_out, 23 act_min, 24 act_max; weight (Co, F) int8 */
+/* 8 F, 13 Co, 21 zp_in, 22 zp_out, 23 act_min, 24 act_max, 27-29 weight storage; weight (Co, F) int8 */
 static void linear(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
     const int8_t *x = (const int8_t *)(arena + op[1]);
     int8_t *y = (int8_t *)(arena + op[3]);
-    const int8_t *w = (const int8_t *)(wb + op[4]);
     const int32_t f = op[8], co = op[13], zp = op[21];
     for (int32_t o = 0; o < co; o++) {
-        const int32_t acc = dot(x, w + o * f, f, zp) + ld32(wb, op[5], o);
+        const int32_t acc = dot(x, weight_row(op, wb, arena, o, f), f, zp) + ld32(wb, op[5], o);
         y[o] = requant8(acc, ld32(wb, op[6], o), ld32(wb, op[7], o), op[22], op[23], op[24]);
     }
 }

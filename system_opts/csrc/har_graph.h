@@ -12,6 +12,7 @@
 #define HAR_G_OP_WORDS 32
 enum { HAR_G_CONV = 1, HAR_G_LINEAR = 2, HAR_G_MAXPOOL = 3, HAR_G_AVGPOOL = 4, HAR_G_MEAN = 5, HAR_G_ADD = 6,
        HAR_G_RELU = 7 };
+enum { HAR_G_DENSE = 0, HAR_G_PALETTE4 = 1 }; /* conv / linear weight storage (op[27]) */
 #define HAR_G_ERR_KIND (-1)
 
 /* run one op / a table of n ops; 0, or HAR_G_ERR_KIND (unknown or disabled kind) */

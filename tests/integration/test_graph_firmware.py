@@ -38,6 +38,19 @@ def exported(tmp_path_factory):
 
 
 @pytest.mark.parametrize("target", TARGETS)
+def test_palette_weights_are_bit_exact_and_smaller(tools, exported, target, tmp_path):
+    from model_opts.graph.techniques import GraphClusterConfig, cluster
+    q, _, meta, qin = exported
+    qc = cluster(q, GraphClusterConfig(16, 0))
+    dense = graph_export.convert(qc, tmp_path / "dense", storage="dense")
+    packed = graph_export.convert(qc, tmp_path / "packed", storage="auto")
+    assert packed["palette4_layers"] > 0 and packed["weight_blob_bytes"] < dense["weight_blob_bytes"]
+    run = graph_export.measure(tmp_path / "packed", target, qin, tmp_path / "w", count_first=0)
+    np.testing.assert_array_equal(run.outputs, intref.run_int8(qc, qin))
+    assert run.footprint["weights"]["flash_bytes"] == packed["weight_blob_bytes"]
+
+
+@pytest.mark.parametrize("target", TARGETS)
 def test_graph_firmware_is_bit_exact_and_measured(tools, exported, target, tmp_path):
     q, lib, meta, qin = exported
     run = graph_export.measure(lib, target, qin, tmp_path, count_first=2)

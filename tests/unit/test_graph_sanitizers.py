@@ -15,6 +15,7 @@ from har.model import CNNConfig, CompactCNN1d
 from model_opts.graph import intref
 from model_opts.graph.fx_import import import_module
 from model_opts.graph.quantize import quantize
+from model_opts.graph.techniques import GraphClusterConfig, cluster
 from system_opts import graph_program
 from system_opts.graph_c import CSRC
 from tests.unit.graph_models import FlattenNet, ProbeNet, randomise_bn
@@ -50,9 +51,12 @@ def test_graph_kernels_have_no_finding_and_match_the_reference(driver, tmp_path,
     model = make(seed).eval()
     rng = np.random.default_rng(seed)
     q = quantize(import_module(model, shape), [rng.standard_normal((32, *shape)).astype(np.float32) * (1 + seed)])
+    if seed == 1:  # clustered: every layer stored as a 4-bit palette (decode into an exactly-sized scratch row)
+        q = cluster(q, GraphClusterConfig(16, seed))
     qin = rng.integers(-128, 128, (8, *q.input.shape), dtype=np.int8)
     qin[0], qin[1] = -128, 127
     prog = graph_program.build(q)
+    assert prog.summary()["palette4_layers"] == (sum(n.weight is not None for n in q.nodes) if seed == 1 else 0)
     (tmp_path / "p.bin").write_bytes(_program_file(prog, qin))
     done = subprocess.run([str(driver), str(tmp_path / "p.bin"), str(tmp_path / "o.bin")], capture_output=True,
                           text=True, timeout=300, env=hygiene.sanitizer_env())
