@@ -1,4 +1,4 @@
-"""C hygiene of the int8 kernels: warning-free host builds under AddressSanitizer + UBSan, and a fuzz run.
+"""C hygiene of the int8 and graph kernels: warning-free host builds under AddressSanitizer + UBSan, and a fuzz run.
 
 Example: `python -m firmware.hygiene --runs 1000000 --seed 0` (exit 0: no finding, 1: findings or a build
 that is not warning-free, 2: a bad option or no compiler).
@@ -18,6 +18,9 @@ that is not warning-free, 2: a bad option or no compiler).
      count one finding, keep the first one's error line and input, and resume at the next input, until
      `max_findings` (then `runs` says how many inputs were executed).
   Replay input i alone: `<binary> i+1 SEED i` (the binary's path is printed with --verbose).
+  `--kernels graph` (`kernels="graph"`): the same for the graph path's kernels, `fuzz_har_graph.c`
+  (one random valid op of every kind, dense or palette weights, exact-size arena and blob) driving
+  `system_opts/csrc/har_graph.c`; both targets share the standalone driver `fuzz_main.h`.
 - `run_libfuzzer(runs, seed)` (`--engine libfuzzer`): the same target under clang's coverage-guided
   libFuzzer, when a clang that links -fsanitize=fuzzer is installed (`LIBFUZZER_INSTALL`); optional.
 - `sanitizer_env(preload=...)`: the runtime options used here, and optionally LD_PRELOAD of the
@@ -49,6 +52,8 @@ from system_opts.cbuild import SOURCE as KERNEL_SOURCE
 from system_opts.cbuild import BuildError, compiler
 
 FUZZ_SOURCE = Path(__file__).with_name("csrc") / "fuzz_har_int8.c"
+# --kernels: the fuzz target and the kernel file it drives (the graph path's kernels: fuzz_har_graph.c)
+TARGETS = {"int8": ("fuzz_har_int8.c", "har_int8.c"), "graph": ("fuzz_har_graph.c", "har_graph.c")}
 KERNEL_DIR = KERNEL_SOURCE.parent
 FLAGS = ("-std=c99", "-O1", "-g", "-Wall", "-Wextra", "-Werror", "-ffp-contract=off", "-fno-strict-aliasing",
          "-fsanitize=address,undefined,float-cast-overflow", "-fno-sanitize-recover=all")
@@ -134,19 +139,24 @@ def sanitizer_build(sources: Sequence[str | os.PathLike], out: str | os.PathLike
 
 
 def fuzz_binary(kernel_dir: str | os.PathLike = KERNEL_DIR, defines: Mapping[str, object] | None = None,
-                libfuzzer_cc: str | None = None) -> Path:
+                libfuzzer_cc: str | None = None, kernels: str = "int8") -> Path:
     """Step 1 of `run_fuzz`: the standalone fuzz driver with `kernel_dir`'s har_int8.c (or, with
-    `libfuzzer_cc`, the libFuzzer binary), built once per key."""
+    `libfuzzer_cc`, the libFuzzer binary; `kernels="graph"`: fuzz_har_graph.c with har_graph.c), built
+    once per key."""
+    if kernels not in TARGETS:
+        raise BadOptionError(f"unknown --kernels {kernels!r}; choose one of {', '.join(TARGETS)}")
+    fuzz_source, kernel_file = FUZZ_SOURCE.with_name(TARGETS[kernels][0]), TARGETS[kernels][1]
     kdir = Path(kernel_dir)
     cc = libfuzzer_cc or compiler()
     all_defines = {**({} if libfuzzer_cc else {"HAR_FUZZ_STANDALONE": None}), **(defines or {})}
     h = hashlib.sha256(f"{_compiler_version(cc)}|{' '.join(FLAGS)}|{sorted(all_defines.items())}".encode())
     # the kernel folder's files even when `kdir` is another one (a file there may include them)
-    for f in [FUZZ_SOURCE, *sorted(kdir.glob("*.[ch]")), *sorted(KERNEL_DIR.glob("*.[ch]"))]:
+    for f in [fuzz_source, FUZZ_SOURCE.with_name("fuzz_main.h"), *sorted(kdir.glob("*.[ch]")),
+              *sorted(KERNEL_DIR.glob("*.[ch]"))]:
         h.update(f.name.encode() + b"\0" + f.read_bytes())
-    out = cache_dir() / "hygiene" / f"{'libfuzzer' if libfuzzer_cc else 'fuzz'}_har_int8-{h.hexdigest()[:16]}"
+    out = cache_dir() / "hygiene" / f"{'libfuzzer' if libfuzzer_cc else 'fuzz'}_{Path(kernel_file).stem}-{h.hexdigest()[:16]}"
     if not out.exists():
-        sanitizer_build([FUZZ_SOURCE, kdir / "har_int8.c"], out, include_dirs=[kdir, KERNEL_DIR], defines=all_defines,
+        sanitizer_build([fuzz_source, kdir / kernel_file], out, include_dirs=[kdir, KERNEL_DIR], defines=all_defines,
                         cc=cc, libfuzzer=bool(libfuzzer_cc))
     return out
 
@@ -210,12 +220,13 @@ def _fuzz_range(binary: Path, seed: int, start: int, end: int, max_findings: int
 
 
 def run_fuzz(runs: int, seed: int, *, jobs: int = 1, max_findings: int = 100,
-             kernel_dir: str | os.PathLike = KERNEL_DIR, defines: Mapping[str, object] | None = None) -> FuzzResult:
+             kernel_dir: str | os.PathLike = KERNEL_DIR, defines: Mapping[str, object] | None = None,
+             kernels: str = "int8") -> FuzzResult:
     """Build the fuzz driver and run `runs` inputs (steps of the module docstring)."""
     if runs < 1 or seed < 0 or jobs < 1 or max_findings < 1:
         raise BadOptionError(f"need runs >= 1, seed >= 0, jobs >= 1, max_findings >= 1 "
                              f"(got {runs}, {seed}, {jobs}, {max_findings})")
-    binary = fuzz_binary(kernel_dir, defines)
+    binary = fuzz_binary(kernel_dir, defines, kernels=kernels)
     env = sanitizer_env()
     bounds = [runs * j // jobs for j in range(jobs + 1)]
     t0 = time.perf_counter()
@@ -252,7 +263,8 @@ def libfuzzer_compiler() -> str | None:
     return None
 
 
-def run_libfuzzer(runs: int, seed: int, *, kernel_dir: str | os.PathLike = KERNEL_DIR) -> FuzzResult:
+def run_libfuzzer(runs: int, seed: int, *, kernel_dir: str | os.PathLike = KERNEL_DIR,
+                  kernels: str = "int8") -> FuzzResult:
     """Coverage-guided alternative to `run_fuzz` (clang only): libFuzzer from an empty corpus for `runs`
     executions; it stops at its first finding. libFuzzer's -seed is `seed + 1` (its 0 means "from the
     clock"). The corpus and any crash input are left in a temporary folder whose path the error names."""
@@ -261,7 +273,7 @@ def run_libfuzzer(runs: int, seed: int, *, kernel_dir: str | os.PathLike = KERNE
     cc = libfuzzer_compiler()
     if cc is None:
         raise BadOptionError(f"libFuzzer needs clang with -fsanitize=fuzzer: {LIBFUZZER_INSTALL}")
-    binary = fuzz_binary(kernel_dir, libfuzzer_cc=cc)
+    binary = fuzz_binary(kernel_dir, libfuzzer_cc=cc, kernels=kernels)
     work = Path(tempfile.mkdtemp(prefix="har-libfuzzer-"))
     (work / "corpus").mkdir()
     t0 = time.perf_counter()
@@ -289,7 +301,9 @@ def build_parser():
     p.add_argument("--seed", type=int, default=0, help="seed of the inputs (input i depends on (seed, i) only)")
     p.add_argument("--jobs", type=int, default=1, help="parallel driver processes")
     p.add_argument("--max-findings", type=int, default=100, help="stop after this many findings")
-    p.add_argument("--kernel-dir", default=str(KERNEL_DIR), help="folder with the har_int8.c/.h to fuzz")
+    p.add_argument("--kernel-dir", default=str(KERNEL_DIR), help="folder with the kernel sources to fuzz")
+    p.add_argument("--kernels", default="int8", help="int8 (har_int8.c, the HAR firmware's) or graph (har_graph.c, "
+                   "the graph path's)")
     p.add_argument("--engine", choices=("standalone", "libfuzzer"), default="standalone",
                    help="standalone: gcc and the built-in driver; libfuzzer: clang's coverage-guided fuzzer")
     p.add_argument("--verbose", action="store_true", help="also print the driver binary's path")
@@ -298,18 +312,22 @@ def build_parser():
 
 def _main(args) -> int:
     kdir = Path(args.kernel_dir)
-    if not (kdir / "har_int8.c").is_file():
-        raise BadOptionError(f"--kernel-dir {kdir}: no har_int8.c there")
+    if args.kernels not in TARGETS:
+        raise BadOptionError(f"unknown --kernels {args.kernels!r}; choose one of {', '.join(TARGETS)}")
+    kernel_file = TARGETS[args.kernels][1]
+    if not (kdir / kernel_file).is_file():
+        raise BadOptionError(f"--kernel-dir {kdir}: no {kernel_file} there")
     try:
         if args.engine == "libfuzzer":
-            res = run_libfuzzer(args.runs, args.seed, kernel_dir=kdir)
+            res = run_libfuzzer(args.runs, args.seed, kernel_dir=kdir, kernels=args.kernels)
         else:
-            res = run_fuzz(args.runs, args.seed, jobs=args.jobs, max_findings=args.max_findings, kernel_dir=kdir)
+            res = run_fuzz(args.runs, args.seed, jobs=args.jobs, max_findings=args.max_findings, kernel_dir=kdir,
+                           kernels=args.kernels)
     except BuildFailed as e:
         print(f"hygiene: not warning-free under -Werror: {e}", file=sys.stderr)
         return 1
     if args.verbose and args.engine == "standalone":
-        print(f"driver: {fuzz_binary(kdir)}")
+        print(f"driver: {fuzz_binary(kdir, kernels=args.kernels)}")
     print(f"har-fuzz: {res.runs} runs in {res.seconds:.1f} s (seed {args.seed}), {res.findings} findings")
     for site, error in zip(res.sites, res.site_errors):
         print(f"{site}  first at {error}")

@@ -587,51 +587,5 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
 
 /* --- standalone driver: libFuzzer's role when only gcc is at hand --------------------------------- */
 #ifdef HAR_FUZZ_STANDALONE
-
-enum { MAX_INPUT_BYTES = 256 };
-
-static volatile long long current_input = -1; /* the input being run, for the death message */
-
-/* Sanitizers stop through abort() when run with abort_on_error=1 (firmware/hygiene.py sets it), as do the
- * invariants; a handler of a signal raised by abort() may call library functions (C99 7.14.1.1). */
-static void on_abort(int sig) {
-    (void)sig;
-    if (current_input >= 0)
-        fprintf(stderr, "har-fuzz: died on input %lld\n", current_input);
-    else
-        fprintf(stderr, "har-fuzz: died after the last input\n");
-}
-
-static int parse_count(const char *s, unsigned long long *out) {
-    char *end = NULL;
-    if (!s[0] || s[0] == '-') return 0;
-    *out = strtoull(s, &end, 10);
-    return *end == '\0';
-}
-
-int main(int argc, char **argv) {
-    unsigned long long runs = 0, seed = 0, start = 0;
-    if ((argc != 3 && argc != 4) || !parse_count(argv[1], &runs) || !parse_count(argv[2], &seed) ||
-        (argc == 4 && !parse_count(argv[3], &start)) || runs > (1ULL << 62)) {
-        fprintf(stderr, "usage: %s RUNS SEED [START]\n", argv[0]);
-        return 2;
-    }
-    signal(SIGABRT, on_abort);
-    unsigned long long done = 0;
-    for (unsigned long long i = start; i < runs; i++) {
-        /* input i depends on (seed, i) only: any input replays alone */
-        uint64_t s = i, state = seed ^ splitmix64(&s);
-        const size_t size = 1 + (size_t)(splitmix64(&state) % MAX_INPUT_BYTES);
-        uint8_t *input = malloc(size); /* exact size, as libFuzzer does: reading past it is a finding */
-        if (!input) return 3;
-        for (size_t j = 0; j < size; j++) input[j] = (uint8_t)(splitmix64(&state) >> 56);
-        current_input = (long long)i;
-        LLVMFuzzerTestOneInput(input, size);
-        free(input);
-        done++;
-    }
-    current_input = -1;
-    printf("har-fuzz: %llu runs\n", done);
-    return 0;
-}
+#include "fuzz_main.h"
 #endif

@@ -63,3 +63,28 @@ def test_graph_kernels_have_no_finding_and_match_the_reference(driver, tmp_path,
     assert done.returncode == 0, done.stderr[-2000:]
     out = np.frombuffer((tmp_path / "o.bin").read_bytes(), np.int8).reshape(len(qin), -1)
     np.testing.assert_array_equal(out, intref.run_int8(q, qin).reshape(len(qin), -1))
+
+
+def test_graph_fuzz_target_finds_nothing_and_catches_a_planted_overrun(tmp_path):
+    try:
+        clean = hygiene.run_fuzz(20_000, seed=3, jobs=2, kernels="graph")
+    except hygiene.BuildError as e:
+        pytest.skip(str(e))
+    assert clean.findings == 0 and clean.runs == 20_000
+    planted = tmp_path / "k"
+    planted.mkdir()
+    for f in CSRC.glob("*.h"):
+        (planted / f.name).write_bytes(f.read_bytes())
+    src = (CSRC / "har_graph.c").read_text()
+    bug = src.replace("for (int32_t k = 0; k < op[8]; k++) y[k] = (int8_t)clamp8(x[k], op[23], op[24]);",
+                      "for (int32_t k = 0; k <= op[8]; k++) y[k] = (int8_t)clamp8(x[k], op[23], op[24]);")
+    assert bug != src
+    (planted / "har_graph.c").write_text(bug)
+    found = hygiene.run_fuzz(5_000, seed=3, kernel_dir=planted, kernels="graph", max_findings=3)
+    assert found.findings >= 1 and any("har_graph.c" in s for s in found.sites), found
+
+
+def test_hygiene_cli_fuzzes_the_graph_kernels(capsys):
+    assert hygiene.main(["--kernels", "graph", "--runs", "2000", "--seed", "1"]) == 0
+    assert "har-fuzz: 2000 runs" in capsys.readouterr().out
+    assert hygiene.main(["--kernels", "nope", "--runs", "1"]) == 2
