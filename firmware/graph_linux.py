@@ -55,14 +55,21 @@ def run(lib_dir: str | Path, q_inputs: np.ndarray, workdir: str | Path, timeout_
     exe = work / "graph_aarch64"
     cmd = [CC, *FLAGS, f"-I{lib}", str(lib / "har_graph.c"), str(lib / "har_graph_model.c"),
            str(BOARDS_DIR / "linux_graph_harness.c"), "-o", str(exe)]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
-    if done.returncode:
-        raise LinuxBuildError(f"aarch64 build failed: {(done.stderr.strip().splitlines() or ['?'])[0]}")
-    atomic_write_bytes(work / INPUTS_FILE, inputs_bytes(q_inputs))
-    r = subprocess.run([QEMU, str(exe), INPUTS_FILE, OUTPUTS_FILE], cwd=work, capture_output=True, timeout=timeout_s)
-    if r.returncode:
-        raise BadDataError(f"graph_aarch64 exited {r.returncode} under qemu-aarch64")
+    try:
+        done = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+        if done.returncode:
+            raise LinuxBuildError(f"aarch64 build failed: {(done.stderr.strip().splitlines() or ['?'])[0]}")
+        atomic_write_bytes(work / INPUTS_FILE, inputs_bytes(q_inputs))
+        r = subprocess.run([QEMU, str(exe), INPUTS_FILE, OUTPUTS_FILE], cwd=work, capture_output=True,
+                           timeout=timeout_s)
+        if r.returncode:
+            raise BadDataError(f"graph_aarch64 exited {r.returncode} under qemu-aarch64")
+        sizes = subprocess.run([SIZE, str(exe)], capture_output=True, text=True, check=True,
+                               timeout=60).stdout.splitlines()[1].split()
+    except subprocess.TimeoutExpired:
+        raise LinuxBuildError(f"aarch64 build or run did not finish within {timeout_s:g} s") from None
+    except subprocess.CalledProcessError as e:
+        raise LinuxBuildError(f"{SIZE} failed (exit {e.returncode})") from None
     n_out = json.loads((lib / "export.json").read_text())["output_bytes"]
     out = np.frombuffer((work / OUTPUTS_FILE).read_bytes(), np.int8).reshape(-1, n_out)
-    sizes = subprocess.run([SIZE, str(exe)], capture_output=True, text=True, check=True).stdout.splitlines()[1].split()
     return LinuxRun(out, int(sizes[0]), int(sizes[1]), int(sizes[2]))

@@ -92,8 +92,9 @@ def _run_images(args) -> int:
     from firmware import graph_export, graph_tflm
     from har.paths import atomic_write_bytes
     from hybrid.images import ImageRunner, ImageRunSettings, check_variants
-    if args.int8 or args.storage or args.step is not None:
-        raise BadOptionError(f"--int8/--storage/--step apply to the HAR datasets, not to --dataset {args.dataset}")
+    if args.int8 or args.storage or args.step is not None or args.fold != 0 or args.target != "cortex-m4":
+        raise BadOptionError(f"--int8/--storage/--step/--fold/--target apply to the HAR datasets, not to --dataset "
+                             f"{args.dataset} (its library builds for every target: see its Makefile)")
     if args.variant == "float":
         raise BadOptionError("variant 'float' has no int8 program; export int8 or another image variant")
     variant, = check_variants([args.variant])

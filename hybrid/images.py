@@ -26,8 +26,10 @@ Steps of `run(settings)`:
    64-bit Arm Linux under qemu-aarch64 (bit-exact). `summary.csv`, `report.md`, `pareto.png`, `run.json`,
    one exported library per variant under `firmware/`.
 `--quick`: 3,000 training, 1,000 validation and 1,000 test images, 2 epochs, a 4-8-8 network: a smoke run.
-Limits: one seed; the firmware stores weights dense (sparse and clustered variants change accuracy and the
-number of distinct or zero weights, not yet the flash).
+Limits: one seed; clustered layers are stored as 4-bit palettes (flash shrinks), sparse layers dense (the
+zeros are counted, not yet skipped or compressed). Cache keys hold every recipe setting (`what`), the
+training code's digest (`TRAINING_CODE`) and the data; like `hybrid.codehash`, library versions are not
+hashed, and this module's own glue (which settings reach the trainer) is keyed by those settings only.
 """
 from __future__ import annotations
 
@@ -190,7 +192,8 @@ class ImageRunner:
         def build():
             m = ImageCNN(cfg, seed=self.settings.seed)
             return m, self._fit(m, teacher=teacher)
-        return self._trained(name, {"model": cfg.to_json(), "kd": KD if distil else None}, build)
+        teacher_key = self._key({"model": self.cfg.to_json()}) if distil else None  # the baseline's own entry
+        return self._trained(name, {"model": cfg.to_json(), "kd": KD if distil else None, "teacher": teacher_key}, build)
 
     def float_model(self, variant: str) -> torch.nn.Module:
         cfg = self.cfg

@@ -19,6 +19,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from har.cli import git_commit, versions
+from har.errors import HarError
 from har.paths import atomic_write_text
 from hybrid.images import ImageRunner, ImageRunSettings
 from hybrid.images_measure import measure
@@ -98,8 +99,8 @@ def report(rows: list[dict], runner: ImageRunner, settings: ImageRunSettings, se
                            ("zero weights", "zero_weight_fraction"), ("max distinct / layer", "max_distinct_weights"),
                            ("arena bytes (planned)", "arena_bytes"), ("naive arena", "naive_arena_bytes")])
     lines += ["", f"Pareto front (weight bytes vs int8 test accuracy): {', '.join(pareto(rows)) or '-'}. "
-              "Figure: `pareto.png`. Weights are stored dense by this firmware: sparsity and clustering change "
-              "accuracy, zeros and distinct values, not yet the flash.", ""]
+              "Figure: `pareto.png`. Clustered layers (<= 16 values) are stored as 4-bit palettes (weight bytes "
+              "stored in parentheses below: the firmware blob); sparse layers are stored dense.", ""]
     if s.firmware:
         for tag, name in (("m4", "Cortex-M4 (QEMU mps2-an386)"), ("m0plus", "Cortex-M0+ (QEMU microbit, 16 KiB RAM)")):
             lines += [f"## Firmware: {name}", "", "Flash and RAM from the linked ELF (`firmware.elfsize`), never summed "
@@ -140,7 +141,10 @@ def run(settings: ImageRunSettings) -> list[dict]:
     bar = tqdm(settings.variants, desc=f"{settings.dataset} variants", disable=not settings.progress)
     for v in bar:
         bar.set_postfix_str(v)
-        rows.append(measure(runner, v, out, progress=bar.set_postfix_str))
+        try:
+            rows.append(measure(runner, v, out, progress=bar.set_postfix_str))
+        except HarError as e:  # one line naming the variant; the rows before it stay in summary.csv
+            raise HarError(f"variant {v}: {e}") from None
         atomic_write_text(out / "summary.csv", _csv(rows))
     seconds = time.perf_counter() - t0
     if any("weight_bytes" in r for r in rows):

@@ -162,8 +162,11 @@ def apply(model: nn.Sequential, normalizer: Normalizer, input_shape: tuple[int, 
 
     if not fold:
         emit("normalize", (t, c), {"mean": mean, "std": std})
-    for n in nodes[1:]:
+    for k, n in enumerate(nodes[1:], start=1):
         path, act = n.name, n.attrs.get("act", "none")
+        if n.inputs != (k - 1,):
+            raise UnsupportedModuleError(f"cannot flatten module {path}: it reads {n.inputs}, not the op before "
+                                         "it (the flat executor runs chains only; the graph path runs any graph)")
         what = {"conv": "Conv1d", "linear": "Linear", "maxpool": "MaxPool1d", "avgpool": "AvgPool1d",
                 "mean": "AdaptiveAvgPool1d", "relu": act.upper(), "add": "add", "flatten": "Flatten"}[n.kind]
         if act not in ("none", "relu"):

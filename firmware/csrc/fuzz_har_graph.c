@@ -101,8 +101,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
             if (g == 1) { groups = c; co = c * range(&st, 1, 3); }
             else if (g == 2) { groups = range(&st, 1, 4); c = groups * range(&st, 1, 6); co = groups * range(&st, 1, 6); }
             else co = range(&st, 1, 24);
-            ph = range(&st, 0, kh - 1);
-            pw = range(&st, 0, kw - 1);
+            ph = range(&st, 0, kh + 1); /* up to past the kernel: positions with no tap inside */
+            pw = range(&st, 0, kw + 1);
         }
         const int32_t ho = (hh + 2 * ph - kh) / sh + 1, wo = (ww + 2 * pw - kw) / sw + 1;
         if (hh + 2 * ph < kh || ww + 2 * pw < kw) return 0; /* no output: the importer refuses it */

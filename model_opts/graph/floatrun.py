@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from har.errors import BadDataError
 from model_opts.graph.fx_import import ACTS, FloatGraph, Node
 
 
@@ -22,7 +23,7 @@ def to_nhwc(x: np.ndarray) -> np.ndarray:
         return np.ascontiguousarray(x.transpose(0, 2, 1)[:, None])
     if x.ndim == 4:
         return np.ascontiguousarray(x.transpose(0, 2, 3, 1))
-    raise ValueError(f"expected a batch of (C, T) or (C, H, W) inputs, got shape {x.shape}")
+    raise BadDataError(f"expected a batch of (C, T) or (C, H, W) inputs, got shape {x.shape}")
 
 
 def windows(x: np.ndarray, kernel, stride) -> np.ndarray:

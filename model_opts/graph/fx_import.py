@@ -10,9 +10,11 @@ Steps of `import_module(model, input_shape)`:
    (folded into the conv or linear it follows, in float64 by `har.bn_fold.fold_bn`), ReLU / ReLU6 (fused
    into the conv, linear or add before it when that op has no other user, else a standalone `relu` op),
    MaxPool1d/2d and AvgPool1d/2d (no padding, floor mode), AdaptiveAvgPool1d/2d(1) (`mean`), Flatten /
-   torch.flatten (free: tensors are stored channel-last, so a Linear after a (H, W, C) flatten gets its
-   columns permuted from torch's (C, H, W) order instead), Linear, Dropout / Identity (dropped) and
-   residual add (`+`, `torch.add`) of two equal shapes.
+   torch.flatten (free: tensors are stored channel-last, so the Linear reading a flattened (H, W, C) map,
+   directly or through a ReLU / Dropout, gets its columns permuted from torch's (C, H, W) order instead;
+   a flattened map read by anything else, or returned, is refused), Linear, Dropout / Identity
+   (dropped) and residual add (`+`, `torch.add`) of two equal shapes. Nodes whose result nothing reads
+   are dropped first (`eliminate_dead_code`).
 3. Anything else raises `UnsupportedOpError` with one line naming the op and the module path.
 Weights are float64, conv weights OHWI (C_out, KH, KW, C_in / groups), linear (C_out, F).
 Limits: one tensor input and one tensor output, batch dimension first; shapes are fixed at import (the
@@ -149,6 +151,7 @@ def import_module(model: nn.Module, input_shape: tuple[int, ...]) -> FloatGraph:
         gm = fx.GraphModule(model, _PathTracer().trace(model))
     except Exception as e:  # data-dependent control flow and the like
         raise UnsupportedOpError(f"torch.fx cannot trace {type(model).__name__}: {str(e).splitlines()[0]}") from None
+    gm.graph.eliminate_dead_code()  # a branch whose result nothing reads computes nothing
     b = _Builder(gm, input_shape)
     out_index = None
     for node in gm.graph.nodes:
@@ -171,6 +174,12 @@ def import_module(model: nn.Module, input_shape: tuple[int, ...]) -> FloatGraph:
             b.where[node] = _convert(b, node, path)
     if out_index != len(b.nodes) - 1 or out_index is None:
         raise UnsupportedOpError("the output is not the last op computed (a dead branch or a returned input)")
+    for i, (h, w, c) in b.flat_of.items():  # channel-last rows are torch's order only through a Linear
+        users = [j for j, n in enumerate(b.nodes) if i in n.inputs]
+        if h * w > 1 and (i == out_index or any(b.nodes[j].kind not in ("linear", "relu") for j in users)):
+            raise UnsupportedOpError(f"flatten at {b.nodes[i].name!r} of a ({c}, {h}, {w}) map feeds "
+                                     f"{'the output' if i == out_index else 'a non-Linear op'}: only a Linear "
+                                     "(its columns permuted) may read a flattened map")
     return FloatGraph(tuple(b.nodes), input_shape)
 
 
@@ -222,7 +231,10 @@ def _convert(b: _Builder, node: fx.Node, path: str) -> int:
         if b.fusable(src, node):
             b.replace(src, attrs={**b.nodes[src].attrs, "act": kind})
             return src
-        return b.add(Node("relu", path, (src,), b.nodes[src].shape, {"act": kind}), chw)
+        i = b.add(Node("relu", path, (src,), b.nodes[src].shape, {"act": kind}), chw)
+        if src in b.flat_of:  # a ReLU keeps the flattened order: the Linear after it still permutes
+            b.flat_of[i] = b.flat_of[src]
+        return i
     if kind == "bn":
         prod = b.nodes[src]
         if not (b.fusable(src, node) and prod.kind in ("conv", "linear")):

@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from har.errors import BadDataError, BadOptionError
 from model_opts.graph import floatrun
 from model_opts.graph.fx_import import FloatGraph
 from model_opts.quant.fixedpoint import (INT8_MAX, INT8_MIN, affine_qparams, mean_multiplier, quantize_multiplier,
@@ -42,7 +43,7 @@ class QuantizeConfig:
 
     def __post_init__(self):
         if not 50.0 <= self.percentile <= 100.0:
-            raise ValueError(f"percentile must lie in [50, 100], got {self.percentile}")
+            raise BadOptionError(f"percentile must lie in [50, 100], got {self.percentile}")
 
 
 @dataclass(frozen=True)
@@ -120,7 +121,7 @@ def add_params(s1: float, s2: float, s_out: float) -> dict:
     m2, e2 = quantize_multiplier(float(np.float32(s2)) / twice)
     mo, eo = quantize_multiplier(twice / ((1 << ADD_LEFT_SHIFT) * float(np.float32(s_out))))
     if max(e1, e2, eo) > 0:
-        raise ValueError(f"add scales {s1}, {s2} -> {s_out} need a multiplier above 1")
+        raise BadDataError(f"add scales {s1}, {s2} -> {s_out} need a multiplier above 1")
     return {"m1": m1, "e1": e1, "m2": m2, "e2": e2, "mo": mo, "eo": eo, "left_shift": ADD_LEFT_SHIFT}
 
 
@@ -143,7 +144,7 @@ def quantize(graph: FloatGraph, calibration, config: QuantizeConfig = QuantizeCo
             s_in = nodes[n.inputs[0]].scale
             terms = int(np.prod(n.weight.shape[1:]))
             if terms > MAX_ACC_TERMS:
-                raise ValueError(f"{n.name}: {terms} accumulated terms could overflow int32")
+                raise BadDataError(f"{n.name}: {terms} accumulated terms could overflow int32")
             w_scale = symmetric_scales(n.weight.reshape(n.weight.shape[0], -1)).astype(np.float32)
             wq = np.clip(np.round(n.weight / w_scale.reshape(-1, *[1] * (n.weight.ndim - 1))), -127, 127)
             bias = np.clip(np.round(n.bias / (np.float64(s_in) * w_scale.astype(np.float64))),

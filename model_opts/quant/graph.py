@@ -78,8 +78,10 @@ def fold_model(model: nn.Module, length: int | None = None) -> list[FloatOp]:
     except UnsupportedOpError as e:
         raise UnsupportedModelError(f"int8 path: {e}") from None
     ops: list[FloatOp] = []
-    for n in graph.nodes[1:]:
+    for k, n in enumerate(graph.nodes[1:], start=1):
         act = n.attrs.get("act", "none")
+        if n.inputs != (k - 1,):
+            raise UnsupportedModelError(f"int8 path runs chains only: {n.kind} at {n.name!r} reads {n.inputs}")
         if act not in ("none", "relu") or n.kind in ("add", "avgpool", "relu"):
             what = f"{n.kind} ({act})" if n.kind != "relu" else f"a standalone {act.upper()}"
             raise UnsupportedModelError(f"int8 path does not support {what} at module path {n.name!r}")

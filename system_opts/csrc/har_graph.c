@@ -1,7 +1,7 @@
 /* Int8 kernels of the graph path, bit-exact with model_opts/graph/intref.py (TFLite's int8 rules).
  *
- * One C function per kernel, reference loop order (output position, output channel, kernel taps, input
- * channels), channel-last int8 tensors; the arithmetic is har_fixedpoint.h's (TFLite's
+ * One C function per kernel (conv: output channel, then output position, kernel rows, taps x input channels),
+ * channel-last int8 tensors; the arithmetic is har_fixedpoint.h's (TFLite's
  * MultiplyByQuantizedMultiplier). Nothing allocates: tensors live in the caller's planned arena, constants
  * in the weight blob, both addressed by byte offsets from the op table. Int32 constants are read with
  * memcpy (any alignment, no aliasing question). Freestanding: <stdint.h> only.
@@ -83,7 +83,8 @@ static void conv(const int32_t *op, const uint8_t *wb, uint8_t *arena) {
                 const int32_t ix0 = ox * sw - pw;
                 const int32_t kx0 = ix0 < 0 ? -ix0 : 0, kx1 = wd - ix0 < kw ? wd - ix0 : kw;
                 int32_t acc = bias;
-                for (int32_t ky = ky0; ky < ky1; ky++) {
+                /* padding >= kernel can leave no tap inside: then no input pointer is formed at all */
+                for (int32_t ky = ky0; ky < ky1 && kx0 < kx1; ky++) {
                     const int8_t *xp = x + ((iy0 + ky) * wd + ix0 + kx0) * c + c0;
                     const int8_t *wp = w + (ky * kw + kx0) * cg;
                     if (cg == c) {

@@ -87,7 +87,7 @@ def test_any_module_flattens_through_the_graph_importer_and_a_residual_is_named(
 
     prog = flatten.apply(Chain().eval(), norm, (3, 16))
     assert [op.kind for op in prog.ops] == ["conv1d", "global_avg_pool", "linear"] and prog.ops[0].attrs["relu"]
-    with pytest.raises(flatten.UnsupportedModuleError, match=r"module <root> \(add\).*graph path"):
+    with pytest.raises(flatten.UnsupportedModuleError, match=r"module <root>: it reads \(1, 0\).*graph path"):
         flatten.apply(_Residual1d().eval(), norm, (3, 16))
 
 

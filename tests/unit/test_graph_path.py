@@ -176,3 +176,32 @@ def test_c_input_quantizer_equals_the_reference_on_every_float():
                        out.ctypes.data)
     from model_opts.quant.intref import quantize_affine
     np.testing.assert_array_equal(out, quantize_affine(x, inv, np.float32(q.input.zero_point), q.input.zero_point))
+
+
+class _ReluAfterFlatten(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv, self.aux, self.fc = nn.Conv2d(1, 3, 3), nn.Conv2d(1, 2, 3), nn.Linear(3 * 4 * 4, 2)
+
+    def forward(self, x):
+        unused = self.aux(x)  # noqa: F841 -- a dead branch: dropped, never computed
+        return self.fc(torch.relu(self.conv(x).flatten(1)))
+
+
+def test_flatten_order_survives_a_relu_dead_branches_drop_and_a_returned_map_is_refused():
+    model = _ReluAfterFlatten().eval()
+    graph = import_module(model, (1, 6, 6))
+    assert [n.kind for n in graph.nodes] == ["input", "conv", "flatten", "relu", "linear"]
+    x = np.random.default_rng(0).standard_normal((3, 1, 6, 6)).astype(np.float32)
+    np.testing.assert_allclose(floatrun.run(graph, x), _torch(model, x), atol=1e-5)
+    with pytest.raises(UnsupportedOpError, match="feeds the output"):
+        import_module(nn.Sequential(nn.Conv2d(1, 3, 3), nn.Flatten()).eval(), (1, 6, 6))
+
+
+def test_padding_past_the_kernel_runs_in_c():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=4), nn.ReLU(), nn.AdaptiveAvgPool2d(1), nn.Flatten(),
+                          nn.Linear(3, 2)).eval()
+    rng = np.random.default_rng(2)
+    q = quantize(import_module(model, (2, 5, 5)), [rng.standard_normal((16, 2, 5, 5)).astype(np.float32)])
+    qin = rng.integers(-128, 128, (6, 5, 5, 2), dtype=np.int8)
+    np.testing.assert_array_equal(graph_c.run(graph_program.build(q), qin), intref.run_int8(q, qin))
