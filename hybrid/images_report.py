@@ -99,8 +99,8 @@ def report(rows: list[dict], runner: ImageRunner, settings: ImageRunSettings, se
                            ("zero weights", "zero_weight_fraction"), ("max distinct / layer", "max_distinct_weights"),
                            ("arena bytes (planned)", "arena_bytes"), ("naive arena", "naive_arena_bytes")])
     lines += ["", f"Pareto front (weight bytes vs int8 test accuracy): {', '.join(pareto(rows)) or '-'}. "
-              "Figure: `pareto.png`. Clustered layers (<= 16 values) are stored as 4-bit palettes (weight bytes "
-              "stored in parentheses below: the firmware blob); sparse layers are stored dense.", ""]
+              "Figure: `pareto.png`. Clustered layers (<= 16 values) are stored as 4-bit palettes (the firmware "
+              "tables' flash weights column is the stored blob); sparse layers are stored dense.", ""]
     if s.firmware:
         for tag, name in (("m4", "Cortex-M4 (QEMU mps2-an386)"), ("m0plus", "Cortex-M0+ (QEMU microbit, 16 KiB RAM)")):
             lines += [f"## Firmware: {name}", "", "Flash and RAM from the linked ELF (`firmware.elfsize`), never summed "
