@@ -145,6 +145,7 @@ class ImageRunner:
         self.input_shape = tuple(self.data.fit.images.shape[1:])
         self.log: dict[str, dict] = {}
         self.ptq_log: dict[str, dict] = {}
+        self._ptq: dict[int, tuple] = {}  # id of a model held in _models -> (int8 graph, choice info)
         self._models: dict[str, torch.nn.Module] = {}
 
     # ---- training, cached
@@ -262,7 +263,11 @@ class ImageRunner:
 
     # ---- int8
     def ptq(self, model: torch.nn.Module) -> tuple[object, dict]:
-        """PTQ with the range rule of the best validation accuracy (ties: the first, min/max)."""
+        """PTQ with the range rule of the best validation accuracy (ties: the first, min/max); once per model
+        (int8 and clustered share the baseline's, `small` its chosen candidate's)."""
+        if id(model) in self._ptq:
+            q, info = self._ptq[id(model)]
+            return q, dict(info)
         graph = import_module(model, self.input_shape)
         rng = np.random.default_rng(self.settings.seed)
         idx = np.sort(rng.permutation(len(self.data.fit))[:N_CALIBRATION])
@@ -275,7 +280,8 @@ class ImageRunner:
             scores[str(p)] = acc
             if best is None or acc > best[1]:
                 best = (q, acc, p)
-        return best[0], {"percentile": best[2], "val_int8_accuracy_by_percentile": scores}
+        self._ptq[id(model)] = (best[0], {"percentile": best[2], "val_int8_accuracy_by_percentile": scores})
+        return best[0], dict(self._ptq[id(model)][1])
 
     def int8(self, variant: str):
         q, info = self.ptq(self.float_model(variant))
