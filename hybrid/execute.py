@@ -28,6 +28,7 @@ from har.model import CompactCNN1d
 from har.splits import Fold
 from har.windows import Normalizer, Windows
 from hybrid.cache import StageCache
+from hybrid.codehash import kind_digest
 from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep,
                           EncodeStep, OrtStep, PCAStep, PruneStep, QuantStep, SeparableStep, SparseStep,
                           SystemStep)
@@ -129,9 +130,31 @@ def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCach
         cfg = distill.DistillConfig(temperatures=temps, alphas=step.alphas,
                                     epochs=step.epochs or ctx.train_epochs, patience=step.patience, seed=ctx.seed)
         student = distill.student_config(state.model.config, step.ratio)
-        model, info = distill.apply(state.model, student, state.normalizer, ctx.windows, ctx.fold, cfg)
-        return model, {"widths": list(student.widths), **info}
+        teachers = 1 if step.control else step.teachers
+        teacher = state.model if teachers == 1 else distill.Ensemble(
+            [state.model] + [_teacher_member(state, ctx, cache, cfg, m) for m in range(1, teachers)])
+        model, info = distill.apply(teacher, student, state.normalizer, ctx.windows, ctx.fold, cfg)
+        return model, {"widths": list(student.widths), "teachers": teachers, **info}
     return _cnn_stage(ctx, cache, key, build)
+
+
+def _teacher_member(state: State, ctx: FoldContext, cache: StageCache, cfg, member: int):
+    """Ensemble member `member` of the fold's teacher (`model_opts.distill.train_member`), trained once per
+    (baseline, fold, seed, member, epochs, code) and cached like a stage; concurrent workers build it once."""
+    import hashlib
+    import json
+    from model_opts import distill
+    doc = {**ctx.cache_prefix(), "member": member, "teacher": state.model.config.to_json(), "epochs": cfg.epochs,
+           "patience": cfg.patience, "code": kind_digest("distill"), "format": "hybrid-teacher-member-v1"}
+    key = "teacher-" + hashlib.sha256(json.dumps(doc, sort_keys=True).encode()).hexdigest()[:20]
+    with cache.claim(key):
+        d = cache.dir(key)
+        if cache.done(key) is None:
+            model = distill.train_member(state.model.config, state.normalizer, ctx.windows, ctx.fold, cfg, member)
+            model_io.save(d, model, ctx.normalizer, ctx.windows.config, ctx.windows.classes,
+                          extra={"member": member, "fold": ctx.fold.index})
+            cache.finish(key, {"member": member, "fold": ctx.fold.index})
+        return model_io.load(d).model.eval()
 
 
 def _separable(step: SeparableStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):

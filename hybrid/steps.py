@@ -200,14 +200,17 @@ class DistillStep:
     channels removed, as `PruneStep` would leave them) trained from scratch on the fold's training users
     against the fold's baseline as teacher (KL at a temperature weighted alpha, + cross-entropy). Every
     (alpha, temperature) in `alphas` x `temperatures` is trained and the student with the best macro-F1 on
-    the VALIDATION users is kept (ties: the earlier, alphas outer). `alphas=(0.0,)` is the control: the
-    same student, seed and schedule with cross-entropy only."""
+    the VALIDATION users is kept (ties: the earlier, alphas outer). `teachers` > 1: the teacher is the mean
+    logits of the baseline and `teachers - 1` more of its kind at other seeds (`model_opts.distill.Ensemble`;
+    each member trained once per fold with the baseline's recipe and cached). `alphas=(0.0,)` is the
+    control: the same student, seed and schedule with cross-entropy only (no teacher is built)."""
 
     ratio: float = 0.7
     temperatures: tuple[float, ...] = (2.0, 4.0)
     alphas: tuple[float, ...] = (0.3, 0.7)
     epochs: int = 0  # 0: the dataset's epoch budget (har.defaults), the baseline's
     patience: int = 5
+    teachers: int = 1  # ensemble size (the baseline + teachers - 1 more seeds)
     kind: ClassVar[str] = "distill"
     stage: ClassVar[str] = "prune"
     accepts: ClassVar[tuple[str, ...]] = (FP32,)
@@ -219,7 +222,7 @@ class DistillStep:
                 or any(not 0 < t < float("inf") for t in self.temperatures) or any(not 0.0 <= a <= 1.0 for a in self.alphas)):
             raise BadOptionError(f"distill: need 0 <= ratio < 1, temperatures > 0, 0 <= alphas <= 1, both lists "
                                  f"non-empty (got {self.ratio}, {list(self.temperatures)}, {list(self.alphas)})")
-        _positive("distill", patience=self.patience)
+        _positive("distill", patience=self.patience, teachers=self.teachers)
 
     @property
     def control(self) -> bool:
@@ -277,13 +280,14 @@ class ClusterStep:
 class SparseStep:
     """Unstructured magnitude pruning of the int8 simulation to `target` sparsity, raised gradually
     (`model_opts.sparsity`). Every scope in `scopes` ("layer": each matrix at the target; "global": the
-    target over all of them) is built with every schedule in `schedules` ("<stages>x<epochs per stage>+<final
+    target over all of them by one magnitude ranking; "erk": the target over all of them, each matrix's share
+    from its shape) is built with every schedule in `schedules` ("<stages>x<epochs per stage>+<final
     epochs>"; patience max(2, epochs per stage)), and the int8 program most accurate on the VALIDATION users is
     kept (ties: the earlier, scopes outer). Which scope suits a network differs per fold (a 15-weight first
     filter keeps 1.5 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
 
     target: float = 0.9
-    scopes: tuple[str, ...] = ("layer", "global")
+    scopes: tuple[str, ...] = ("layer", "global", "erk")
     schedules: tuple[str, ...] = ("4x2+4", "6x3+8")
     kind: ClassVar[str] = "sparsity"
     stage: ClassVar[str] = "quantize"

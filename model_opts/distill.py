@@ -20,6 +20,13 @@ Steps of `apply`:
 `train_plain` is the control: the same student, seed, epochs and schedule with the plain CE_ls loss, i.e.
 exactly what `apply` does with alpha = 0 (a unit test checks the weights are identical).
 
+Ensemble teacher (`Ensemble`, `train_member`): the teacher may be the mean logits of the fold's baseline and
+more networks of its architecture trained with the baseline's recipe (`train_config`) at other seeds
+(member m >= 1: seed + fold index + 1000 m; member 0 is the baseline itself). Averaging members' logits
+cancels part of each one's seed noise, so the soft targets are better than any single member's (the
+issue's "best ensemble you have"); the student and its control are unchanged. Cost: one more baseline
+training per member and fold, and one forward per member per training batch.
+
 How the teacher sees the augmented batch without changing `har.training`: `fit` calls
 `loss_fn(model(augmented), y)`, so the student is wrapped in `_WithTeacher`, whose training-mode forward
 also runs the teacher on its input and keeps those logits for the loss. The teacher is held outside the
@@ -126,6 +133,39 @@ class _WithTeacher(nn.Module):
             with torch.no_grad():
                 self.teacher_logits = self._teacher[0](x)
         return self.student(x)
+
+
+class Ensemble(nn.Module):
+    """Mean logits of `members` (eval-mode networks mapping the same normalised windows to class logits)."""
+
+    def __init__(self, members: list[nn.Module]):
+        super().__init__()
+        if not members:
+            raise BadOptionError("distill: an ensemble teacher needs at least one member")
+        self.members = nn.ModuleList(members)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.stack([m(x) for m in self.members]).mean(0)
+
+
+def member_seed(cfg: DistillConfig, fold: Fold, member: int) -> int:
+    """Member 0 is the baseline (seed + fold index, `har.experiment`); member m >= 1 adds 1000 m."""
+    return cfg.seed + fold.index + 1000 * member
+
+
+def train_member(teacher_config: CNNConfig, normalizer: Normalizer, windows: Windows, fold: Fold,
+                 cfg: DistillConfig, member: int) -> CompactCNN1d:
+    """Ensemble member `member` >= 1 (eval mode): the teacher's architecture trained exactly as the baseline
+    (`train_config`: its epochs, schedule, augmentation, early stopping on validation users) at
+    `member_seed`. Only training and validation users are indexed."""
+    if member < 1:
+        raise BadOptionError(f"distill: ensemble member indices start at 1 (0 is the baseline), got {member}")
+    x_tr, y_tr, x_val, y_val = _split(normalizer, windows, fold)
+    seed = member_seed(cfg, fold, member)
+    model = CompactCNN1d(teacher_config, seed=seed)
+    model, _ = fit(model, x_tr, y_tr, x_val, y_val, replace(train_config(cfg, windows, fold), seed=seed),
+                   desc=f"teacher member {member}", progress=False)
+    return model.eval()
 
 
 def train_config(cfg: DistillConfig, windows: Windows, fold: Fold) -> TrainConfig:

@@ -8,7 +8,11 @@ Steps of `apply`:
    s_t = target * (1 - (1 - t / n)^3), fast early while many weights are redundant, slow near the target;
    s_n = target exactly, and the sequence only grows.
 3. Each stage recomputes magnitude masks (`masks`): scope "layer" zeroes the ceil(s * size) smallest |w|
-   of every matrix; "global" ranks all matrices' |w| together (so layers end with different sparsities).
+   of every matrix; "global" ranks all matrices' |w| together (so layers end with different sparsities);
+   "erk" gives each matrix its own sparsity from its shape (`erk_zeros`: Erdos-Renyi-Kernel, Evci et al.
+   2020, "Rigging the Lottery", section 3) so that all of them together reach s, then zeroes the smallest
+   |w| of each: a matrix's density is proportional to sum(shape) / prod(shape), so small matrices (the
+   first conv's 15-tap filters, the classifier) keep more of their weights than the wide middle convs.
    Already-pruned weights rank first, so masks only grow (a pruned weight never comes back); ties break by
    index (stable sort): deterministic. Then fine-tune `epochs_per_stage` epochs with `quant.qat.finetune`
    (har.training.fit: fold.train_idx for training, fold.val_idx for early stopping; test users are never
@@ -20,14 +24,16 @@ Steps of `apply`:
    matrix. Fake quantization of 0 is 0, so the int8 program has at least the mask's zeros (small survivors
    may round to 0 too: sparsity only rises).
 5. Convert with `quant.fakequant.to_program`, count the int8 zeros per conv / linear (the classifier
-   included) and refuse a program below the target (scope "layer": each layer; "global": overall).
+   included) and refuse a program below the target (scope "layer": each layer; "global", "erk": overall).
    Int8Artifact.info records the schedule, per-stage validation F1 and per-layer sparsity / CSR bytes.
 Why not `torch.nn.utils.prune`: its reparametrisation (weight_orig * weight_mask through a forward
 pre-hook on the owning module) needs the module's forward to run, but the sim's weights live in a
 ParameterList that the sim indexes directly, so the hook would never fire; and every forward would
 multiply by the mask in autograd. Own masks are ~20 lines and keep the sim's parameters plain.
 Limits: activation ranges stay at their PTQ calibration (as in QAT); global scope compares |w| across
-layers of different scales (it may empty a small layer); biases are not pruned.
+layers of different scales (it may empty a small layer); ERK looks at shapes only, not at how much each
+layer matters; biases are not pruned. With "erk" each d_i falls as s rises (eps falls), and a layer keeps
+at least its previous stage's zeros, so masks only grow there too.
 """
 from __future__ import annotations
 
@@ -49,7 +55,7 @@ from model_opts.quant.intref import Conv1dInt8, Int8Program, LinearInt8
 from model_opts.quant.ptq import simulate
 from model_opts.quant.qat import finetune
 
-SCOPES = ("layer", "global")
+SCOPES = ("layer", "global", "erk")
 
 
 class SparsityNotReached(RuntimeError):
@@ -58,7 +64,7 @@ class SparsityNotReached(RuntimeError):
 
 @dataclass(frozen=True)
 class SparsityConfig:
-    target: float = 0.9  # fraction of zeros per weight matrix ("layer") or over all of them ("global")
+    target: float = 0.9  # fraction of zeros per weight matrix ("layer") or over all of them ("global", "erk")
     n_stages: int = 4  # gradual schedule steps (`schedule`)
     epochs_per_stage: int = 2
     final_epochs: int = 4  # fine-tuning at the target after the last stage
@@ -89,6 +95,35 @@ def schedule(cfg: SparsityConfig) -> list[float]:
     return [cfg.target * (1.0 - (1.0 - t / n) ** 3) for t in range(1, n + 1)]
 
 
+def erk_zeros(shapes: list[tuple[int, ...]], sparsity: float) -> list[int]:
+    """Zeros per matrix under the Erdos-Renyi-Kernel allocation (module docstring, step 3).
+
+    Density d_i = eps * sum(shape_i) / prod(shape_i), eps solved so that sum d_i n_i = (1 - s) * sum n_i;
+    a matrix whose d_i would exceed 1 stays dense and eps is solved again over the rest (at most one round
+    per matrix). Zeros are floor((1 - d_i) n_i), then single zeros go to the matrices with the most
+    weights left until the total reaches ceil(s * sum n_i) exactly: integer, deterministic, never below s.
+    """
+    sizes = [math.prod(sh) for sh in shapes]
+    scores = [sum(sh) / n for sh, n in zip(shapes, sizes)]
+    total = sum(sizes)
+    want = math.ceil(sparsity * total - 1e-9)
+    dense: set[int] = set()
+    while True:
+        budget = (total - want) - sum(sizes[i] for i in dense)  # nonzeros left for the non-dense matrices
+        free = [i for i in range(len(sizes)) if i not in dense]
+        eps = budget / sum(scores[i] * sizes[i] for i in free) if free else 0.0
+        over = [i for i in free if eps * scores[i] > 1.0]
+        if not over:
+            break
+        dense.update(over)
+    zeros = [0 if i in dense else int(math.floor((1.0 - eps * scores[i]) * sizes[i])) for i in range(len(sizes))]
+    zeros = [min(max(z, 0), n) for z, n in zip(zeros, sizes)]
+    while sum(zeros) < want:  # floors left a few weights: take them from the matrices with most weights left
+        i = max(range(len(sizes)), key=lambda j: (sizes[j] - zeros[j], -j))
+        zeros[i] += 1
+    return zeros
+
+
 def masks(weights: list[torch.Tensor], sparsity: float, scope: str,
           previous: list[torch.Tensor] | None = None) -> list[torch.Tensor]:
     """float 0/1 masks zeroing the smallest |w| (module docstring, step 3); `previous` zeros rank first."""
@@ -99,13 +134,18 @@ def masks(weights: list[torch.Tensor], sparsity: float, scope: str,
             s = torch.where(previous[i].reshape(-1) > 0, s, torch.full_like(s, -1.0))
         scores.append(s)
 
-    def smallest(s: torch.Tensor) -> torch.Tensor:
+    def smallest(s: torch.Tensor, n_zeros: int | None = None) -> torch.Tensor:
         keep = torch.ones_like(s)
-        keep[torch.argsort(s, stable=True)[:math.ceil(sparsity * s.numel())]] = 0.0
+        keep[torch.argsort(s, stable=True)[:math.ceil(sparsity * s.numel()) if n_zeros is None else n_zeros]] = 0.0
         return keep
 
     if scope == "layer":
         flat = [smallest(s) for s in scores]
+    elif scope == "erk":
+        zeros = erk_zeros([tuple(w.shape) for w in weights], sparsity)
+        if previous is not None:  # a rounding top-up may move between stages: a layer never loses zeros
+            zeros = [max(z, int((p == 0).sum())) for z, p in zip(zeros, previous)]
+        flat = [smallest(s, z) for s, z in zip(scores, zeros)]
     else:
         flat = list(torch.split(smallest(torch.cat(scores)), [s.numel() for s in scores]))
     return [m.reshape(w.shape).to(w.dtype) for m, w in zip(flat, weights)]

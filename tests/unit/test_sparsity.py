@@ -144,3 +144,38 @@ def test_a_dense_program_is_refused_and_bad_options_raise(setup):
     for bad in (dict(scope="row"), dict(target=1.0), dict(n_stages=0), dict(lr=0.0)):
         with pytest.raises(BadOptionError):
             replace(CFG, **bad)
+
+
+def test_erk_allocation_reaches_the_target_exactly_and_favours_small_matrices():
+    # the phone baseline's matrices: conv 32x6x5, 48x32x5, 64x48x5, linear 6x64
+    shapes = [(32, 6, 5), (48, 32, 5), (64, 48, 5), (6, 64)]
+    sizes = [math.prod(s) for s in shapes]
+    for s in (0.1, 0.5, 0.9, 0.95, 0.999):
+        zeros = sparsity.erk_zeros(shapes, s)
+        assert sum(zeros) == math.ceil(s * sum(sizes))
+        assert all(0 <= z <= n for z, n in zip(zeros, sizes))
+        density = [1 - z / n for z, n in zip(zeros, sizes)]
+        # density proportional to sum(shape) / prod(shape): the first conv and the classifier keep the most
+        assert density[3] >= density[0] >= density[1] >= density[2]
+        if s >= 0.9:
+            assert density[0] > density[1] > density[2]
+    # the classifier's score would give it a density > 1 at 90 %: it stays dense, the rest pays for it
+    assert sparsity.erk_zeros(shapes, 0.9)[3] == 0
+    growing = [sparsity.erk_zeros(shapes, s) for s in sparsity.schedule(replace(CFG, n_stages=6))]
+    assert all(a <= b for x, y in zip(growing, growing[1:]) for a, b in zip(x, y))
+
+
+def test_erk_scope_reaches_the_target_overall_with_masks_that_only_grow(setup):
+    seen = []
+    model, norm, windows, fold = setup
+    cfg = replace(CFG, scope="erk", n_stages=3, final_epochs=0)
+    sim, final, _ = sparsity.prune_sim(model, norm, windows, fold, cfg,
+                                       on_stage=lambda k, sim, m: seen.append([x.clone() for x in m]))
+    for before, after in zip(seen, seen[1:]):
+        assert all(torch.all(a <= b) for a, b in zip(after, before))  # a zero (0 in the mask) stays zero
+    art = sparsity.apply(model, norm, windows, fold, cfg)
+    total = sum(w.size for w in int8_weights(art))
+    zeros = sum(w.size - np.count_nonzero(w) for w in int8_weights(art))
+    assert zeros >= math.ceil(cfg.target * total)
+    per_layer = [d["sparsity"] for d in art.info["layers"]]
+    assert per_layer[0] < per_layer[1]  # the first conv (fewest weights per filter) keeps more of them
