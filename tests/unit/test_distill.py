@@ -193,3 +193,36 @@ def test_for_dataset_takes_the_swept_epochs():
     from har.defaults import for_dataset
     assert distill.DistillConfig.for_dataset("wisdm2019").epochs == for_dataset("wisdm2019").epochs
     assert distill.DistillConfig().to_dict()["epochs"] == TrainConfig().epochs
+
+
+def test_ensemble_teacher_is_the_mean_of_its_members_logits(data):
+    teacher, norm, win, fold = data
+    other = CompactCNN1d(teacher.config, seed=3).eval()
+    ens = distill.Ensemble([teacher.eval(), other]).eval()
+    x = torch.as_tensor(norm(win.x[:5]))
+    with torch.no_grad():
+        assert torch.allclose(ens(x), (teacher(x) + other(x)) / 2)
+    with pytest.raises(BadOptionError):
+        distill.Ensemble([])
+    student, info = distill.apply(ens, STUDENT, norm, win, fold, FAST)  # an ensemble is a teacher like any
+    assert info["teacher_val"] == distill._scores(ens, *distill._split(norm, win, fold)[2:])
+
+
+def test_teacher_member_is_the_baseline_recipe_at_its_own_seed_and_never_reads_test_users(data):
+    teacher, norm, win, fold = data
+    cfg = replace(FAST, seed=5)
+    one = distill.train_member(teacher.config, norm, win, fold, cfg, 1)
+    assert distill.member_seed(cfg, fold, 0) == cfg.seed + fold.index  # member 0: the baseline's seed
+    assert distill.member_seed(cfg, fold, 1) == cfg.seed + fold.index + 1000
+    # member 1 is exactly `fit` of the teacher's architecture at member_seed with the baseline's recipe
+    ref = CompactCNN1d(teacher.config, seed=distill.member_seed(cfg, fold, 1))
+    x_tr, y_tr, x_val, y_val = distill._split(norm, win, fold)
+    ref, _ = fit(ref, x_tr, y_tr, x_val, y_val, replace(distill.train_config(cfg, win, fold),
+                                                         seed=distill.member_seed(cfg, fold, 1)), progress=False)
+    assert _same(one, ref) and not one.training
+    assert not _same(one, distill.train_member(teacher.config, norm, win, fold, cfg, 2))
+    x = win.x.copy()
+    x[fold.test_idx] = np.nan
+    assert _same(one, distill.train_member(teacher.config, norm, replace(win, x=x), fold, cfg, 1))
+    with pytest.raises(BadOptionError):
+        distill.train_member(teacher.config, norm, win, fold, cfg, 0)
