@@ -79,7 +79,7 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
              "cascade": CascadeStep(thresholds=(0.5, 0.8, 0.95), epochs=1, patience=1),
              "cluster": ClusterStep(k=4, epochs=1, patience=1),
              "sparsity": SparseStep(target=0.9, schedules=("1x1+1",)),
-             "distill": DistillStep(epochs=1, patience=1)}
+             "distill": DistillStep(epochs=1, patience=1, teachers=2)}  # an ensemble teacher: its member too
     results, rankings = [], []
     for tag, win in (("clean", clean), ("dirty", dirty)):
         ctx = FoldContext(win, trained.fold, trained.model, trained.normalizer, tmp_path / tag / "model",
@@ -104,6 +104,8 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     assert results[0]["pca"]["k"] in (4, 8) and "threshold" in results[0]["cascade"]
     # the techniques of model_opts III record what they fitted and scored: equal with poisoned test users
     assert results[0]["cluster"]["layers"] and results[0]["sparsity"]["layers"] and results[0]["distill"]["widths"]
+    assert results[0]["distill"]["teachers"] == 2
+    assert set(results[0]["sparsity"]["val_accuracy"]) == {"layer 1x1+1", "global 1x1+1", "erk 1x1+1"}
     a, b = rankings
     assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
     assert (a["winner"]["ratio"], a["winner"]["method"]) == (b["winner"]["ratio"], b["winner"]["method"])
