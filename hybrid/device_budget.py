@@ -10,7 +10,9 @@ Steps of `search(cfg, runner, out)`:
 1. Bytes first, on the firmware: for each (widths, ratio, storage) an UNTRAINED network of the pruned
    widths is quantized (PTQ on a few training windows), given the recipe's integer structure (16 shared
    values per layer for a palette, 90 % of each layer's weights zeroed by magnitude for CSR: what the
-   trained model will have, since bytes depend on shapes, value counts and nonzero counts only) and built
+   trained model will have, since bytes depend on shapes, value counts and nonzero counts only; a trained
+   sparse model may share its zeros out by a global or ERK scope instead, with about the same total, and
+   is re-measured in step 2 anyway) and built
    as the Cortex-M4 firmware library (`firmware.measure` with one window: ELF accounting + painted stack).
    Huffman's bytes depend on the trained values, so its point is sized on the untrained network and
    flagged `estimate`; every trained point is re-measured (step 2) and the re-measured figures decide.

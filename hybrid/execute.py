@@ -151,7 +151,7 @@ def _teacher_member(state: State, ctx: FoldContext, cache: StageCache, cfg, memb
         d = cache.dir(key)
         if cache.done(key) is None:
             model = distill.train_member(state.model.config, state.normalizer, ctx.windows, ctx.fold, cfg, member)
-            model_io.save(d, model, ctx.normalizer, ctx.windows.config, ctx.windows.classes,
+            model_io.save(d, model, state.normalizer, ctx.windows.config, ctx.windows.classes,
                           extra={"member": member, "fold": ctx.fold.index})
             cache.finish(key, {"member": member, "fold": ctx.fold.index})
         return model_io.load(d).model.eval()

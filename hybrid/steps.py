@@ -198,7 +198,7 @@ class CascadeStep:
 class DistillStep:
     """Knowledge distillation (`model_opts.distill`): a student of the pruned widths (`ratio` of every conv's
     channels removed, as `PruneStep` would leave them) trained from scratch on the fold's training users
-    against the fold's baseline as teacher (KL at a temperature weighted alpha, + cross-entropy). Every
+    against the fold's baseline (or an ensemble of it, `teachers`) as teacher (KL at a temperature weighted alpha, + cross-entropy). Every
     (alpha, temperature) in `alphas` x `temperatures` is trained and the student with the best macro-F1 on
     the VALIDATION users is kept (ties: the earlier, alphas outer). `teachers` > 1: the teacher is the mean
     logits of the baseline and `teachers - 1` more of its kind at other seeds (`model_opts.distill.Ensemble`;
@@ -283,8 +283,8 @@ class SparseStep:
     target over all of them by one magnitude ranking; "erk": the target over all of them, each matrix's share
     from its shape) is built with every schedule in `schedules` ("<stages>x<epochs per stage>+<final
     epochs>"; patience max(2, epochs per stage)), and the int8 program most accurate on the VALIDATION users is
-    kept (ties: the earlier, scopes outer). Which scope suits a network differs per fold (a 15-weight first
-    filter keeps 1.5 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
+    kept (ties: the earlier, scopes outer). Which scope suits a network differs per fold (a 30-weight first
+    filter, 6 channels x 5 taps, keeps 3 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
 
     target: float = 0.9
     scopes: tuple[str, ...] = ("layer", "global", "erk")

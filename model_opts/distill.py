@@ -23,8 +23,10 @@ exactly what `apply` does with alpha = 0 (a unit test checks the weights are ide
 Ensemble teacher (`Ensemble`, `train_member`): the teacher may be the mean logits of the fold's baseline and
 more networks of its architecture trained with the baseline's recipe (`train_config`) at other seeds
 (member m >= 1: seed + fold index + 1000 m; member 0 is the baseline itself). Averaging members' logits
-cancels part of each one's seed noise, so the soft targets are better than any single member's (the
-issue's "best ensemble you have"); the student and its control are unchanged. Cost: one more baseline
+cancels part of each one's seed noise, which usually (not always: measured per fold in the README) makes
+a better teacher than one member (the issue's "best ensemble you have"); the student and its control are
+unchanged. Members train with the distillation config's epochs and patience: the baseline's in full runs
+(`hybrid.run --quick` shortens both). Cost: one more baseline
 training per member and fold, and one forward per member per training batch.
 
 How the teacher sees the augmented batch without changing `har.training`: `fit` calls

@@ -12,7 +12,7 @@ Steps of `apply`:
    "erk" gives each matrix its own sparsity from its shape (`erk_zeros`: Erdos-Renyi-Kernel, Evci et al.
    2020, "Rigging the Lottery", section 3) so that all of them together reach s, then zeroes the smallest
    |w| of each: a matrix's density is proportional to sum(shape) / prod(shape), so small matrices (the
-   first conv's 15-tap filters, the classifier) keep more of their weights than the wide middle convs.
+   first conv's 30-weight filters: 6 channels x 5 taps; the classifier) keep more of their weights than the wide middle convs.
    Already-pruned weights rank first, so masks only grow (a pruned weight never comes back); ties break by
    index (stable sort): deterministic. Then fine-tune `epochs_per_stage` epochs with `quant.qat.finetune`
    (har.training.fit: fold.train_idx for training, fold.val_idx for early stopping; test users are never
@@ -95,6 +95,13 @@ def schedule(cfg: SparsityConfig) -> list[float]:
     return [cfg.target * (1.0 - (1.0 - t / n) ** 3) for t in range(1, n + 1)]
 
 
+def zeros_needed(sparsity: float, n: int) -> int:
+    """ceil(sparsity * n), forgiving float error of 1e-9 (0.5203125 * 24320 is 12654.000000000002 in floats):
+    the count ERK allocates and the count `check_target` demands of an overall scope (it demands no more
+    than `masks` zeroes per layer or globally, which round without the tolerance)."""
+    return math.ceil(sparsity * n - 1e-9)
+
+
 def erk_zeros(shapes: list[tuple[int, ...]], sparsity: float) -> list[int]:
     """Zeros per matrix under the Erdos-Renyi-Kernel allocation (module docstring, step 3).
 
@@ -106,7 +113,7 @@ def erk_zeros(shapes: list[tuple[int, ...]], sparsity: float) -> list[int]:
     sizes = [math.prod(sh) for sh in shapes]
     scores = [sum(sh) / n for sh, n in zip(shapes, sizes)]
     total = sum(sizes)
-    want = math.ceil(sparsity * total - 1e-9)
+    want = zeros_needed(sparsity, total)
     dense: set[int] = set()
     while True:
         budget = (total - want) - sum(sizes[i] for i in dense)  # nonzeros left for the non-dense matrices
@@ -224,10 +231,10 @@ def layer_sparsity(program: Int8Program) -> list[dict]:
 def check_target(layers: list[dict], cfg: SparsityConfig) -> None:
     """Raise SparsityNotReached unless the program has the target's zeros (per layer, or overall)."""
     if cfg.scope == "layer":
-        short = [d for d in layers if d["zeros"] < math.ceil(cfg.target * d["weights"])]
+        short = [d for d in layers if d["zeros"] < zeros_needed(cfg.target, d["weights"])]
     else:
         total, zeros = sum(d["weights"] for d in layers), sum(d["zeros"] for d in layers)
-        short = [] if zeros >= math.ceil(cfg.target * total) else layers
+        short = [] if zeros >= zeros_needed(cfg.target, total) else layers
     if short:
         raise SparsityNotReached(f"int8 program below sparsity {cfg.target} ({cfg.scope}): "
                                  + ", ".join(f"op {d['op']} {d['sparsity']:.3f}" for d in short))
