@@ -12,7 +12,8 @@ Steps of `apply`:
    "erk" gives each matrix its own sparsity from its shape (`erk_zeros`: Erdos-Renyi-Kernel, Evci et al.
    2020, "Rigging the Lottery", section 3) so that all of them together reach s, then zeroes the smallest
    |w| of each: a matrix's density is proportional to sum(shape) / prod(shape), so small matrices (the
-   first conv's 30-weight filters: 6 channels x 5 taps; the classifier) keep more of their weights than the wide middle convs.
+   first conv's 30-weight filters: 6 channels x 5 taps; the classifier) keep more of their weights than
+   the wide middle convs.
    Already-pruned weights rank first, so masks only grow (a pruned weight never comes back); ties break by
    index (stable sort): deterministic. Then fine-tune `epochs_per_stage` epochs with `quant.qat.finetune`
    (har.training.fit: fold.train_idx for training, fold.val_idx for early stopping; test users are never
