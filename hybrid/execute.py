@@ -15,6 +15,7 @@ their lazy weight files are written under `ctx.work_dir`.
 """
 from __future__ import annotations
 
+import itertools
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -212,15 +213,14 @@ def _sparsity(step: SparseStep, state: State, ctx: FoldContext, cache: StageCach
     meta, d = cache.done(key), cache.dir(key)
     if meta is None:
         built, scores = {}, {}
-        for scope in step.scopes:
-            for schedule in step.schedules:
-                stages, per_stage, final = parse_schedule(schedule)
-                cfg = sparsity.SparsityConfig(target=step.target, n_stages=stages, epochs_per_stage=per_stage,
-                                              final_epochs=final, patience=max(2, per_stage), scope=scope,
-                                              seed=ctx.step_seed)
-                built[f"{scope} {schedule}"] = sparsity.apply(state.model, state.normalizer, ctx.windows, ctx.fold,
-                                                              cfg, name="sparse")
-                scores[f"{scope} {schedule}"] = val_accuracy(built[f"{scope} {schedule}"], ctx)
+        for scope, schedule, alpha in itertools.product(step.scopes, step.schedules, step.kd_alphas):
+            stages, per_stage, final = parse_schedule(schedule)
+            cfg = sparsity.SparsityConfig(target=step.target, n_stages=stages, epochs_per_stage=per_stage,
+                                          final_epochs=final, patience=max(2, per_stage), scope=scope,
+                                          kd_alpha=alpha, kd_temperature=step.kd_temperature, seed=ctx.step_seed)
+            name = f"{scope} {schedule} kd={alpha:g}"
+            built[name] = sparsity.apply(state.model, state.normalizer, ctx.windows, ctx.fold, cfg, name="sparse")
+            scores[name] = val_accuracy(built[name], ctx)
         best = _best(scores)
         qart.save(d, built[best])
         meta = {"choices": {"candidate": best, "val_accuracy": scores, **_json_info(built[best].info)}}

@@ -283,12 +283,17 @@ class SparseStep:
     target over all of them by one magnitude ranking; "erk": the target over all of them, each matrix's share
     from its shape) is built with every schedule in `schedules` ("<stages>x<epochs per stage>+<final
     epochs>"; patience max(2, epochs per stage)), and the int8 program most accurate on the VALIDATION users is
-    kept (ties: the earlier, scopes outer). Which scope suits a network differs per fold (a 30-weight first
-    filter, 6 channels x 5 taps, keeps 3 weights at 90 % per layer), so it is chosen, never fixed from a test-user table."""
+    kept (ties: the earlier, scopes outer, then schedules, then `kd_alphas`). Which scope suits a network
+    differs per fold (a 30-weight first filter, 6 channels x 5 taps, keeps 3 weights at 90 % per layer), so it
+    is chosen, never fixed from a test-user table. Every candidate's fine-tuning distils the dense network
+    into its pruned self at weight `kd_alpha` (one of `kd_alphas`; 0 = labels only) and temperature
+    `kd_temperature`: 0.7 and 4 are `model_opts.distill.DistillConfig`'s defaults, fixed a priori, not tuned."""
 
     target: float = 0.9
     scopes: tuple[str, ...] = ("layer", "global", "erk")
     schedules: tuple[str, ...] = ("4x2+4", "6x3+8")
+    kd_alphas: tuple[float, ...] = (0.7,)
+    kd_temperature: float = 4.0
     kind: ClassVar[str] = "sparsity"
     stage: ClassVar[str] = "quantize"
     accepts: ClassVar[tuple[str, ...]] = (FP32,)
@@ -304,6 +309,10 @@ class SparseStep:
             raise BadOptionError(f"sparsity: schedules must be a non-empty list without repeats, got {list(self.schedules)}")
         for text in self.schedules:
             parse_schedule(text)
+        if (not self.kd_alphas or len(set(self.kd_alphas)) != len(self.kd_alphas)
+                or any(not 0.0 <= a <= 1.0 for a in self.kd_alphas) or not 0 < self.kd_temperature < float("inf")):
+            raise BadOptionError(f"sparsity: kd_alphas must be distinct values in [0, 1] and kd_temperature > 0, got "
+                                 f"{list(self.kd_alphas)}, {self.kd_temperature}")
 
     def quick(self) -> "SparseStep":
         return replace(self, schedules=("2x1+1",))

@@ -42,6 +42,7 @@ whose normaliser is fitted on the same training users); one forward of the teach
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, replace
 
 import numpy as np
@@ -215,8 +216,25 @@ def train_plain(student_config: CNNConfig, normalizer: Normalizer, windows: Wind
     return student.eval()
 
 
+def with_teacher(student: nn.Module, teacher: nn.Module, temperature: float, alpha: float,
+                 label_smoothing: float) -> tuple[nn.Module, Callable]:
+    """(module, loss_fn) for `har.training.fit`: it trains `student` (in place) under `kd_loss` against
+    `teacher`'s logits on the same augmented batch. `teacher` must already be frozen (eval mode, no grad):
+    `frozen_copy`. Also used by `model_opts.sparsity` to distil the dense network into its pruned self."""
+    pair = _WithTeacher(student, teacher)
+
+    def loss(logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+        return kd_loss(logits, pair.teacher_logits, y, temperature, alpha, label_smoothing)
+    return pair, loss
+
+
+def frozen_copy(teacher: nn.Module) -> nn.Module:
+    """A deep copy in eval mode with requires_grad off: the caller's network is never changed or trained."""
+    return copy.deepcopy(teacher).eval().requires_grad_(False)
+
+
 def _frozen_teacher(teacher: nn.Module, x_val: np.ndarray, n_classes: int) -> nn.Module:
-    frozen = copy.deepcopy(teacher).eval().requires_grad_(False)
+    frozen = frozen_copy(teacher)
     with torch.no_grad():
         out = frozen(torch.as_tensor(x_val[:2]))
     if out.ndim != 2 or out.shape[1] != n_classes:
@@ -235,11 +253,8 @@ def apply(teacher: nn.Module, student_config: CNNConfig, normalizer: Normalizer,
     tcfg = train_config(cfg, windows, fold)
     best, runs = None, []
     for a, t in cfg.candidates():
-        pair = _WithTeacher(_new_student(student_config, windows, cfg, fold), frozen)
-
-        def loss(logits, y, pair=pair, t=t, a=a):
-            return kd_loss(logits, pair.teacher_logits, y, t, a, tcfg.label_smoothing)
-
+        pair, loss = with_teacher(_new_student(student_config, windows, cfg, fold), frozen, t, a,
+                                  tcfg.label_smoothing)
         pair, history = fit(pair, x_tr, y_tr, x_val, y_val, tcfg, desc=f"distill alpha={a:g} T={t:g}",
                             loss_fn=loss, progress=False)
         student = pair.student.eval()

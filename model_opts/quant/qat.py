@@ -13,6 +13,8 @@ learning rate over a few epochs this is stable for our networks. Activation rang
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from torch import nn
 
 from har.splits import Fold
@@ -25,12 +27,17 @@ from model_opts.quant.ptq import simulate
 
 
 def finetune(sim: QuantSim, normalizer: Normalizer, windows: Windows, fold: Fold, cfg: QATConfig = QATConfig(),
-             progress: bool = False) -> tuple[QuantSim, list[dict]]:
+             progress: bool = False, distil: Callable[[nn.Module], tuple[nn.Module, Callable]] | None = None
+             ) -> tuple[QuantSim, list[dict]]:
+    """Step 2 in place. `distil(sim) -> (module, loss_fn)` (optional; `model_opts.distill.with_teacher`) has
+    `fit` train the sim inside `module` under `loss_fn` instead of cross-entropy; early stopping and the
+    best-validation state are the sim's either way (the wrapper holds no state of its own)."""
+    module, loss_fn = distil(sim) if distil is not None else (sim, None)
     tcfg = TrainConfig(epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
                        patience=cfg.patience, seed=cfg.seed, axis_flips=windows.config.channels == "raw")
     x_tr, x_val = normalizer(windows.x[fold.train_idx]), normalizer(windows.x[fold.val_idx])
-    sim, history = fit(sim, x_tr, windows.y[fold.train_idx], x_val, windows.y[fold.val_idx], tcfg,
-                       desc="qat", progress=progress)
+    _, history = fit(module, x_tr, windows.y[fold.train_idx], x_val, windows.y[fold.val_idx], tcfg,
+                     desc="qat", loss_fn=loss_fn, progress=progress)
     return sim.eval(), history
 
 

@@ -76,7 +76,9 @@ def test_possible_combinations_are_accepted():
     lambda: PipelineConfig.from_dict({"name": "x"}),
     lambda: SparseStep(scopes=()), lambda: SparseStep(scopes=("layer", "layer")), lambda: SparseStep(scopes=("row",)),
     lambda: SparseStep(schedules=("4x2",)), lambda: SparseStep(schedules=("0x2+4",)),
-    lambda: SparseStep(schedules=("4x2+4", "4x2+4")), lambda: DistillStep(alphas=()),
+    lambda: SparseStep(schedules=("4x2+4", "4x2+4")), lambda: SparseStep(kd_alphas=()),
+    lambda: SparseStep(kd_alphas=(0.7, 0.7)), lambda: SparseStep(kd_alphas=(1.2,)),
+    lambda: SparseStep(kd_temperature=0.0), lambda: DistillStep(alphas=()),
     lambda: DistillStep(alphas=(1.5,)), lambda: DistillStep(temperatures=(0.0,)),
     lambda: DistillStep(temperatures=(2.0, 2.0)), lambda: DistillStep(temperatures=(float("inf"),)),
     lambda: DistillStep(alphas=(0.3, 0.3)), lambda: DistillStep(teachers=0),
@@ -179,7 +181,8 @@ def test_byte_fields_are_equal_across_folds_for_fixed_architecture_variants(trai
 
 def test_sparse_schedules_parse_and_steps_round_trip_through_json():
     assert parse_schedule("4x2+4") == (4, 2, 4) and parse_schedule("6x3+0") == (6, 3, 0)
-    for step in (SparseStep(), SparseStep(scopes=("global",), schedules=("2x1+1", "3x2+2")), DistillStep(),
+    for step in (SparseStep(), SparseStep(scopes=("global",), schedules=("2x1+1", "3x2+2"), kd_alphas=(0.0, 0.7)),
+                 DistillStep(),
                  DistillStep(alphas=(0.0,)), DistillStep(teachers=3)):
         back = step_from_dict(json.loads(json.dumps(step_to_dict(step))))
         assert back == step and hash(back) == hash(step)

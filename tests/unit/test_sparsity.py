@@ -12,10 +12,11 @@ from har.errors import BadOptionError
 from har.model import CNNConfig, CompactCNN1d
 from har.splits import Fold
 from har.windows import Normalizer, WindowConfig, Windows
-from model_opts import sparsity
-from model_opts.quant import intref, ptq
+from har.training import TrainConfig
+from model_opts import distill, sparsity
+from model_opts.quant import intref, ptq, qat
 from model_opts.quant.artifact import Int8Artifact, load, save
-from model_opts.quant.config import QuantConfig
+from model_opts.quant.config import QATConfig, QuantConfig
 from model_opts.quant.fakequant import to_program
 
 CFG = sparsity.SparsityConfig(target=0.9, n_stages=2, epochs_per_stage=1, final_epochs=1, patience=1,
@@ -182,3 +183,42 @@ def test_erk_scope_reaches_the_target_overall_with_masks_that_only_grow(setup):
     assert zeros >= math.ceil(cfg.target * total)
     per_layer = [d["sparsity"] for d in art.info["layers"]]
     assert per_layer[0] < per_layer[1]  # the first conv (fewest weights per filter) keeps more of them
+
+
+def test_distilled_finetuning_reaches_the_target_leaves_the_teacher_alone_and_never_reads_test_windows(setup, pruned):
+    model, norm, windows, fold = setup
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    cfg = replace(CFG, kd_alpha=0.7)
+    art = sparsity.apply(model, norm, windows, fold, cfg)
+    sparsity.check_target(art.info["layers"], cfg)
+    assert art.info["config"]["kd_alpha"] == 0.7
+    # the dense network is the teacher: it is neither trained nor switched out of eval mode
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+    assert not model.training and all(p.requires_grad for p in model.parameters())
+    # the soft term changes what fine-tuning learns ...
+    assert any(not np.array_equal(a, b) for a, b in zip(int8_weights(art), int8_weights(pruned)))
+    # ... and it is deterministic and blind to the test users' windows (NaN there vs finite)
+    finite, fold2 = synthetic(123.0)
+    other = sparsity.apply(model, norm, finite, fold2, cfg)
+    assert all(np.array_equal(a, b) for a, b in zip(int8_weights(other), int8_weights(art)))
+
+
+def test_distillation_at_alpha_zero_is_the_label_only_finetuning(setup):
+    # with_teacher's loss at alpha 0 is the cross-entropy `fit` uses by default: same int8 weights
+    model, norm, windows, fold = setup
+    cfg = replace(CFG, n_stages=1, final_epochs=0)
+    plain = sparsity.prune_sim(model, norm, windows, fold, cfg)[0]
+    sim = ptq.simulate(model, norm, windows.x[fold.train_idx], cfg.quant)
+    masker = sparsity.Masker(sim)
+    masker.update(sparsity.masks(list(sim.weights), cfg.target, cfg.scope))
+    distil = lambda s: distill.with_teacher(s, distill.frozen_copy(model), 4.0, 0.0, TrainConfig.label_smoothing)
+    qat.finetune(sim, norm, windows, fold, QATConfig(quant=cfg.quant, epochs=1, patience=1, lr=cfg.lr,
+                                                     batch_size=cfg.batch_size, seed=cfg.seed), distil=distil)
+    masker.detach()
+    assert all(torch.equal(a, b) for a, b in zip(plain.weights, sim.eval().weights))
+
+
+def test_bad_distillation_options_raise():
+    for bad in (dict(kd_alpha=-0.1), dict(kd_alpha=1.5), dict(kd_temperature=0.0), dict(kd_temperature=math.inf)):
+        with pytest.raises(BadOptionError):
+            replace(CFG, **bad)
