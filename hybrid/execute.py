@@ -123,17 +123,19 @@ def _contrastive(step: ContrastiveStep, state: State, ctx: FoldContext, cache: S
 
 
 def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
+    from dataclasses import replace
     from model_opts import distill
 
     def build():
         # the control (alpha 0) trains once: the temperature does not enter its loss
         temps = step.temperatures[:1] if step.control else step.temperatures
-        cfg = distill.DistillConfig(temperatures=temps, alphas=step.alphas,
-                                    epochs=step.epochs or ctx.train_epochs, patience=step.patience, seed=ctx.seed)
+        recipe = distill.DistillConfig(epochs=step.epochs or ctx.train_epochs, patience=step.patience, seed=ctx.seed)
+        cfg = replace(recipe, temperatures=temps, alphas=step.alphas, epochs=recipe.epochs * step.epoch_multiple,
+                      patience=recipe.patience * step.epoch_multiple)
         student = distill.student_config(state.model.config, step.ratio)
         teachers = 1 if step.control else step.teachers
-        teacher = state.model if teachers == 1 else distill.Ensemble(
-            [state.model] + [_teacher_member(state, ctx, cache, cfg, m) for m in range(1, teachers)])
+        teacher = state.model if teachers == 1 else distill.Ensemble(  # members: the baseline's own recipe
+            [state.model] + [_teacher_member(state, ctx, cache, recipe, m) for m in range(1, teachers)])
         model, info = distill.apply(teacher, student, state.normalizer, ctx.windows, ctx.fold, cfg)
         return model, {"widths": list(student.widths), "teachers": teachers, **info}
     return _cnn_stage(ctx, cache, key, build)

@@ -123,9 +123,11 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
        EncodeStep("csr"), _POOL),
     _p("distilled", "model", "a student of the pruned widths (0.7) trained from scratch with an ensemble teacher "
        "(the baseline + 2 more seeds of it, mean logits; KL at T in {2, 4}, alpha in {0.3, 0.7}, chosen on "
-       "validation users, + cross-entropy), then int8", DistillStep(teachers=3), _QUANT, _POOL),
-    _p("student", "model", "the distilled variant's control: the same student, seed and schedule trained with "
-       "cross-entropy only (alpha = 0), then int8", DistillStep(alphas=(0.0,)), _QUANT, _POOL),
+       "validation users, + cross-entropy) on twice the baseline's epochs and patience, then int8",
+       DistillStep(teachers=3, epoch_multiple=2), _QUANT, _POOL),
+    _p("student", "model", "the distilled variant's control: the same student, seed and schedule (twice the "
+       "baseline's epochs and patience) trained with cross-entropy only (alpha = 0), then int8",
+       DistillStep(alphas=(0.0,), epoch_multiple=2), _QUANT, _POOL),
     _p("separable", "model", "the baseline's widths with every conv block but the first depthwise-separable "
        "(depthwise 5-tap + pointwise 1x1), trained from scratch like the baseline, then int8", SeparableStep(),
        _QUANT, _POOL),

@@ -203,7 +203,9 @@ class DistillStep:
     the VALIDATION users is kept (ties: the earlier, alphas outer). `teachers` > 1: the teacher is the mean
     logits of the baseline and `teachers - 1` more of its kind at other seeds (`model_opts.distill.Ensemble`;
     each member trained once per fold with the baseline's recipe and cached). `alphas=(0.0,)` is the
-    control: the same student, seed and schedule with cross-entropy only (no teacher is built)."""
+    control: the same student, seed and schedule with cross-entropy only (no teacher is built).
+    `epoch_multiple` stretches the student's schedule (epochs and patience) to that many times `epochs` /
+    `patience`; ensemble members keep the unstretched baseline recipe."""
 
     ratio: float = 0.7
     temperatures: tuple[float, ...] = (2.0, 4.0)
@@ -211,6 +213,7 @@ class DistillStep:
     epochs: int = 0  # 0: the dataset's epoch budget (har.defaults), the baseline's
     patience: int = 5
     teachers: int = 1  # ensemble size (the baseline + teachers - 1 more seeds)
+    epoch_multiple: int = 1  # the student's schedule: epoch_multiple x (epochs, patience)
     kind: ClassVar[str] = "distill"
     stage: ClassVar[str] = "prune"
     accepts: ClassVar[tuple[str, ...]] = (FP32,)
@@ -222,14 +225,14 @@ class DistillStep:
                 or any(not 0 < t < float("inf") for t in self.temperatures) or any(not 0.0 <= a <= 1.0 for a in self.alphas)):
             raise BadOptionError(f"distill: need 0 <= ratio < 1, temperatures > 0, 0 <= alphas <= 1, both lists "
                                  f"non-empty (got {self.ratio}, {list(self.temperatures)}, {list(self.alphas)})")
-        _positive("distill", patience=self.patience, teachers=self.teachers)
+        _positive("distill", patience=self.patience, teachers=self.teachers, epoch_multiple=self.epoch_multiple)
 
     @property
     def control(self) -> bool:
         return self.alphas == (0.0,)
 
     def quick(self) -> "DistillStep":
-        return replace(self, epochs=2, patience=1)
+        return replace(self, epochs=2, patience=1, epoch_multiple=1)
 
 
 @dataclass(frozen=True)

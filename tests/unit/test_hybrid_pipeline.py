@@ -81,7 +81,7 @@ def test_possible_combinations_are_accepted():
     lambda: SparseStep(kd_temperature=0.0), lambda: DistillStep(alphas=()),
     lambda: DistillStep(alphas=(1.5,)), lambda: DistillStep(temperatures=(0.0,)),
     lambda: DistillStep(temperatures=(2.0, 2.0)), lambda: DistillStep(temperatures=(float("inf"),)),
-    lambda: DistillStep(alphas=(0.3, 0.3)), lambda: DistillStep(teachers=0),
+    lambda: DistillStep(alphas=(0.3, 0.3)), lambda: DistillStep(teachers=0), lambda: DistillStep(epoch_multiple=0),
 ])
 def test_bad_step_options_raise_one_line_har_errors(bad):
     with pytest.raises(BadOptionError) as info:
@@ -183,7 +183,7 @@ def test_sparse_schedules_parse_and_steps_round_trip_through_json():
     assert parse_schedule("4x2+4") == (4, 2, 4) and parse_schedule("6x3+0") == (6, 3, 0)
     for step in (SparseStep(), SparseStep(scopes=("global",), schedules=("2x1+1", "3x2+2"), kd_alphas=(0.0, 0.7)),
                  DistillStep(),
-                 DistillStep(alphas=(0.0,)), DistillStep(teachers=3)):
+                 DistillStep(alphas=(0.0,)), DistillStep(teachers=3, epoch_multiple=2)):
         back = step_from_dict(json.loads(json.dumps(step_to_dict(step))))
         assert back == step and hash(back) == hash(step)
     assert DistillStep(alphas=(0.0,)).control and not DistillStep().control

@@ -1,6 +1,7 @@
 """The distilled variant's ensemble teacher members (`hybrid.execute._teacher_member`): trained once per
 (baseline, fold, seed, member) and then loaded from the stage cache, equal to `model_opts.distill.train_member`,
-and distinct per member."""
+and distinct per member; a stretched student schedule (`epoch_multiple`) leaves the members on the baseline's
+recipe."""
 from __future__ import annotations
 
 from dataclasses import replace
@@ -13,7 +14,8 @@ from har.model import CNNConfig, CompactCNN1d
 from har.splits import Fold
 from har.windows import Normalizer, WindowConfig, Windows
 from hybrid.cache import StageCache
-from hybrid.execute import FP32, FoldContext, State, _teacher_member
+from hybrid.execute import FP32, FoldContext, State, _distill, _teacher_member
+from hybrid.steps import DistillStep
 from model_opts import distill
 
 
@@ -55,3 +57,18 @@ def test_members_are_trained_once_cached_and_distinct(ctx, tmp_path):
     # another epoch budget is another member
     _teacher_member(state, ctx, cache, replace(cfg, epochs=3), 1)
     assert len(list((tmp_path / "cache" / "stages").iterdir())) == 3
+
+
+def test_a_stretched_student_schedule_leaves_the_members_on_the_baseline_recipe(ctx, tmp_path):
+    cache = StageCache(tmp_path / "cache")
+    state = State(FP32, ctx.model, ctx.normalizer)
+    step = DistillStep(temperatures=(2.0,), alphas=(0.7,), epochs=2, patience=1, teachers=2, epoch_multiple=2)
+    _, info = _distill(step, state, ctx, cache, "distilled-stage", "distilled")
+    assert (info["config"]["epochs"], info["config"]["patience"]) == (4, 2)  # the student's schedule, doubled
+    assert 3 <= info["history"]["epochs_run"] <= 4  # patience 2 of 4 epochs: more than the unstretched 2
+    stages = tmp_path / "cache" / "stages"
+    members = sorted(p.name for p in stages.iterdir() if p.name.startswith("teacher-"))
+    assert len(members) == 1
+    # the member is the one the unstretched recipe names: asking for it again is a cache hit
+    _teacher_member(state, ctx, cache, distill.DistillConfig(epochs=2, patience=1, seed=ctx.seed), 1)
+    assert sorted(p.name for p in stages.iterdir() if p.name.startswith("teacher-")) == members
