@@ -118,8 +118,8 @@ PRESETS: dict[str, PipelineConfig] = {p.name: p for p in (
        "Huffman-coded per layer (canonical codes), decoded into the arena right before each layer", _PRUNE,
        ClusterStep(k=16), EncodeStep("huffman-palette"), _POOL),
     _p("sparse", "model", "int8 (the baseline's widths) with 90 % of the weights zero (gradual magnitude pruning, "
-       "fine-tuned with the dense network distilled into it; per-layer, global or ERK scope and schedule chosen on "
-       "validation users); firmware stores CSR and runs the sparse gemm", SparseStep(target=0.9),
+       "fine-tuned; per-layer, global or ERK scope and schedule chosen on validation users); firmware stores CSR and "
+       "runs the sparse gemm", SparseStep(target=0.9),
        EncodeStep("csr"), _POOL),
     _p("distilled", "model", "a student of the pruned widths (0.7) trained from scratch with an ensemble teacher "
        "(the baseline + 2 more seeds of it, mean logits; KL at T in {2, 4}, alpha in {0.3, 0.7}, chosen on "

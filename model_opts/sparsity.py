@@ -21,9 +21,10 @@ Steps of `apply`:
    dense network the sim was built from into its pruned self (`distill.with_teacher`: alpha T^2
    KL(dense / T || pruned / T) + (1 - alpha) cross-entropy, the teacher fed the same augmented batch; no
    extra training, one dense forward per batch): the pruned network is pulled toward the dense network's
-   outputs on every training window, not only toward the labels. Why: recovered on labels alone, a pruned
-   model could match the dense one on the validation users and still fall ~4 pp below it on the test users
-   (README, sparsity); whether the soft targets close that gap is measured there, not assumed.
+   outputs on every training window, not only toward the labels. Why it was tried: recovered on labels
+   alone, a pruned model could match the dense one on the validation users and still fall ~4 pp below it
+   on the test users. Measured (README, sparsity): on the phone it ties with labels only on the validation
+   users and does not close that gap, so `hybrid` keeps it off by default.
 4. Masked weights stay exactly 0 (`Masker`): a gradient hook multiplies each weight's gradient by its
    mask (AdamW's moments of a masked entry then stay 0, so the step leaves it at 0; weight decay of 0 is 0)
    and a forward pre-hook on the sim re-applies the masks under no_grad before every forward, so the

@@ -78,7 +78,8 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
              "pca": PCAStep(ks=(4, 8), epochs=2, patience=1),
              "cascade": CascadeStep(thresholds=(0.5, 0.8, 0.95), epochs=1, patience=1),
              "cluster": ClusterStep(k=4, epochs=1, patience=1),
-             "sparsity": SparseStep(target=0.9, schedules=("1x1+1",)),
+             # scopes x labels-only / distilled fine-tuning, all chosen on validation users
+             "sparsity": SparseStep(target=0.9, scopes=("layer", "erk"), schedules=("1x1+1",), kd_alphas=(0.0, 0.7)),
              "distill": DistillStep(epochs=1, patience=1, teachers=2)}  # an ensemble teacher: its member too
     results, rankings = [], []
     for tag, win in (("clean", clean), ("dirty", dirty)):
@@ -105,7 +106,8 @@ def test_hybrid_choices_and_budget_ranking_ignore_test_users(trained, tmp_path, 
     # the techniques of model_opts III record what they fitted and scored: equal with poisoned test users
     assert results[0]["cluster"]["layers"] and results[0]["sparsity"]["layers"] and results[0]["distill"]["widths"]
     assert results[0]["distill"]["teachers"] == 2
-    assert set(results[0]["sparsity"]["val_accuracy"]) == {"layer 1x1+1", "global 1x1+1", "erk 1x1+1"}
+    assert set(results[0]["sparsity"]["val_accuracy"]) == {f"{scope} 1x1+1 kd={a}" for scope in ("layer", "erk")
+                                                           for a in ("0", "0.7")}
     a, b = rankings
     assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
     assert (a["winner"]["ratio"], a["winner"]["method"]) == (b["winner"]["ratio"], b["winner"]["method"])
