@@ -47,7 +47,9 @@ SOURCES: dict[str, tuple[str, ...]] = {
     "separable": ("model_opts/__init__.py", "model_opts/separable.py"),
     # both fine-tune the int8 simulation: the quantization package is part of what they build
     "cluster": ("model_opts/__init__.py", "model_opts/cluster.py", "model_opts/quant"),
-    "sparsity": ("model_opts/__init__.py", "model_opts/sparsity.py", "model_opts/quant"),
+    # sparsity distils through distill.with_teacher and records CSR sizes (model_opts/csr.py)
+    "sparsity": ("model_opts/__init__.py", "model_opts/sparsity.py", "model_opts/quant", "model_opts/distill.py",
+                 "model_opts/prune.py", "model_opts/csr.py"),
     # not cached (it only names a storage format); listed so later keys cover the code that stores it
     "encode": ("firmware/storage.py", "model_opts/compress", "model_opts/csr.py"),
     "system": ("system_opts",),  # not cached (hybrid.execute), listed so every key covers its code

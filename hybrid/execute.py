@@ -16,7 +16,7 @@ their lazy weight files are written under `ctx.work_dir`.
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,7 @@ class FoldContext:
     seed: int
     baseline_key: str
     raw_xyz: np.ndarray | None = None  # the same windows on device axes (contrastive pretraining)
-    train_epochs: int = 20  # the baseline's epoch budget (har.defaults): a distilled student trains as long
+    train_epochs: int = 20  # the baseline's epoch budget (har.defaults); a distilled student: x epoch_multiple
 
     def cache_prefix(self) -> dict:
         return {"baseline": self.baseline_key, "fold": self.fold.index, "seed": self.seed}
@@ -123,7 +123,6 @@ def _contrastive(step: ContrastiveStep, state: State, ctx: FoldContext, cache: S
 
 
 def _distill(step: DistillStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
-    from dataclasses import replace
     from model_opts import distill
 
     def build():
@@ -161,7 +160,6 @@ def _teacher_member(state: State, ctx: FoldContext, cache: StageCache, cfg, memb
 
 
 def _separable(step: SeparableStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
-    from dataclasses import replace
     from model_opts import separable
 
     def build():
@@ -207,8 +205,8 @@ def _cluster(step: ClusterStep, state: State, ctx: FoldContext, cache: StageCach
 
 
 def _sparsity(step: SparseStep, state: State, ctx: FoldContext, cache: StageCache, key: str, name: str):
-    """Every (scope, schedule) candidate of `step` built; the int8 program most accurate on the validation
-    users kept (ties: the earlier candidate)."""
+    """Every (scope, schedule, kd_alpha) candidate of `step` built; the int8 program most accurate on the
+    validation users kept (ties: the earlier candidate)."""
     from model_opts import sparsity
     from model_opts.quant import artifact as qart
     from hybrid.steps import parse_schedule

@@ -203,7 +203,8 @@ class DistillStep:
     the VALIDATION users is kept (ties: the earlier, alphas outer). `teachers` > 1: the teacher is the mean
     logits of the baseline and `teachers - 1` more of its kind at other seeds (`model_opts.distill.Ensemble`;
     each member trained once per fold with the baseline's recipe and cached). `alphas=(0.0,)` is the
-    control: the same student, seed and schedule with cross-entropy only (no teacher is built).
+    control: the same student, seed and schedule with cross-entropy only (one teacher, whose logits the loss
+    weights by 0; no ensemble members are trained).
     `epoch_multiple` stretches the student's schedule (epochs and patience) to that many times `epochs` /
     `patience`; ensemble members keep the unstretched baseline recipe."""
 
@@ -226,6 +227,8 @@ class DistillStep:
             raise BadOptionError(f"distill: need 0 <= ratio < 1, temperatures > 0, 0 <= alphas <= 1, both lists "
                                  f"non-empty (got {self.ratio}, {list(self.temperatures)}, {list(self.alphas)})")
         _positive("distill", patience=self.patience, teachers=self.teachers, epoch_multiple=self.epoch_multiple)
+        if not isinstance(self.epoch_multiple, int):
+            raise BadOptionError(f"distill: epoch_multiple must be a whole number, got {self.epoch_multiple!r}")
 
     @property
     def control(self) -> bool:

@@ -82,6 +82,7 @@ def test_possible_combinations_are_accepted():
     lambda: DistillStep(alphas=(1.5,)), lambda: DistillStep(temperatures=(0.0,)),
     lambda: DistillStep(temperatures=(2.0, 2.0)), lambda: DistillStep(temperatures=(float("inf"),)),
     lambda: DistillStep(alphas=(0.3, 0.3)), lambda: DistillStep(teachers=0), lambda: DistillStep(epoch_multiple=0),
+    lambda: DistillStep(epoch_multiple=1.5),
 ])
 def test_bad_step_options_raise_one_line_har_errors(bad):
     with pytest.raises(BadOptionError) as info:
@@ -187,3 +188,13 @@ def test_sparse_schedules_parse_and_steps_round_trip_through_json():
         back = step_from_dict(json.loads(json.dumps(step_to_dict(step))))
         assert back == step and hash(back) == hash(step)
     assert DistillStep(alphas=(0.0,)).control and not DistillStep().control
+
+
+def test_the_kd_control_trains_the_distilled_variants_student_on_its_schedule():
+    distilled, student = ([s for s in preset(name).steps if isinstance(s, DistillStep)][0]
+                          for name in ("distilled", "student"))
+    assert student.control and not distilled.control and distilled.teachers == 3
+    fields = ("ratio", "epochs", "patience", "epoch_multiple")
+    assert [getattr(distilled, f) for f in fields] == [getattr(student, f) for f in fields]
+    assert distilled.epoch_multiple == 2
+    assert [type(s) for s in preset("distilled").steps] == [type(s) for s in preset("student").steps]

@@ -185,16 +185,30 @@ def test_erk_scope_reaches_the_target_overall_with_masks_that_only_grow(setup):
     assert per_layer[0] < per_layer[1]  # the first conv (fewest weights per filter) keeps more of them
 
 
-def test_distilled_finetuning_reaches_the_target_leaves_the_teacher_alone_and_never_reads_test_windows(setup, pruned):
+def test_distilled_finetuning_reaches_the_target_leaves_the_teacher_alone_and_never_reads_test_windows(
+        setup, pruned, monkeypatch):
     model, norm, windows, fold = setup
     before = {k: v.clone() for k, v in model.state_dict().items()}
+    teachers, calls = [], []
+    real = distill.with_teacher
+
+    def spy(student, teacher, **kw):  # record the teacher fine-tuning really uses, and its mode at every call
+        teachers.append((teacher, {k: v.clone() for k, v in teacher.state_dict().items()}))
+        teacher.register_forward_pre_hook(lambda m, args: calls.append((m.training, torch.is_grad_enabled())))
+        return real(student, teacher, **kw)
+    monkeypatch.setattr(distill, "with_teacher", spy)
     cfg = replace(CFG, kd_alpha=0.7)
     art = sparsity.apply(model, norm, windows, fold, cfg)
     sparsity.check_target(art.info["layers"], cfg)
     assert art.info["config"]["kd_alpha"] == 0.7
-    # the dense network is the teacher: it is neither trained nor switched out of eval mode
-    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
-    assert not model.training and all(p.requires_grad for p in model.parameters())
+    # one teacher per fine-tuning round, each a copy of the dense network: it answered every training batch
+    # in eval mode without gradients, its weights and BatchNorm statistics unchanged, the caller's untouched
+    assert len(teachers) == cfg.n_stages + (cfg.final_epochs > 0) and calls
+    assert all(not training and not grad for training, grad in calls)
+    for teacher, start in teachers:
+        assert teacher is not model and all(torch.equal(start[k], v) for k, v in teacher.state_dict().items())
+        assert all(torch.equal(before[k], v) for k, v in teacher.state_dict().items())
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items()) and not model.training
     # the soft term changes what fine-tuning learns ...
     assert any(not np.array_equal(a, b) for a, b in zip(int8_weights(art), int8_weights(pruned)))
     # ... and it is deterministic and blind to the test users' windows (NaN there vs finite)
