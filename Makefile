@@ -6,6 +6,9 @@ PYTHON ?= python3
 VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
+# the suite's processes: most tests bound torch to one thread, so two workers use two cores; a module's
+# tests stay in one process (--dist loadscope) and share its module fixtures (one quick hybrid.run, say)
+TEST_WORKERS ?= 2
 
 .PHONY: run test bench venv clean
 
@@ -23,7 +26,7 @@ run: $(STAMP)
 
 test: $(STAMP)
 	$(PY) -m har.data ensure wisdm2019
-	$(PY) -m pytest -q tests --benchmark-disable
+	$(PY) -m pytest -q tests --benchmark-disable -n $(TEST_WORKERS) --dist loadscope
 
 bench: $(STAMP)
 	$(PY) -m pytest -q tests/benchmarks --benchmark-only --benchmark-autosave --benchmark-storage=reports/benchmarks

@@ -1,4 +1,5 @@
-"""End to end: `python -m hybrid.run --quick` on the real data, its outputs, a same-seed rerun, failures."""
+"""End to end: `python -m hybrid.run --quick` on the real data, its outputs, a same-seed rerun, failures, the
+budget searches and the export CLI on its cache (the CLI checks that need no cache: `test_hybrid_run_cli.py`)."""
 from __future__ import annotations
 
 import csv
@@ -169,41 +170,3 @@ def test_export_cli_writes_the_variants_own_storage_or_the_one_asked_for(quick_r
                          (["--variant", "hybrid", "--storage", "zip"], "unknown weight storage")):
         assert hybrid_export.main([*bad, "--out", str(tmp_path / "bad"), *common]) == 2
         assert message in capsys.readouterr().err
-
-
-@pytest.mark.parametrize("extra, message", [
-    (["--variants", "nope"], "unknown variant 'nope'"),
-    (["--flash-kib", "6"], "give --flash-kib and --ram-kib together"),
-    (["--flash-kib", "6", "--ram-kib", "0"], "must be > 0"),
-    (["--budget-kib", "-1"], "--budget-kib must be > 0"),
-    (["--dataset", "wisdm-features"], "raw-signal dataset"),
-    (["--seed", "x"], "invalid int value"),
-    (["--executor", "dask"], "unknown executor 'dask'"),
-    (["--ray-address", "auto"], "--ray-address needs --executor ray"),
-    (["--workers", "0"], "workers >= 1"),
-    (["--seeds", "1,1"], "--seeds needs distinct integers"),
-    (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
-    (["--seed", "3", "--seeds", "0,1"], "give --seed or --seeds"),
-])
-def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, data_dir, capsys):
-    assert run.main(_args(tmp_path / "o", tmp_path / "c", data_dir, *extra)) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and message in err[0]
-
-
-def test_missing_data_exits_2_with_one_line(tmp_path, capsys):
-    assert run.main(["--quick", "--out", str(tmp_path / "o"), "--data-dir", str(tmp_path / "nothing"),
-                     "--cache-dir", str(tmp_path / "c")]) == 2
-    err = capsys.readouterr().err.strip().splitlines()
-    assert len(err) == 1 and "no WISDM-2019" in err[0]
-
-
-def test_watch_dataset_runs_with_its_own_files_and_defaults(data_dir, tmp_path):
-    out = tmp_path / "watch"
-    assert run.main(_args(out, tmp_path / "c", data_dir, "--dataset", "wisdm2019-watch", "--variants",
-                          "baseline,hybrid", "--no-flamegraphs")) == 0
-    assert [r["variant"] for r in _rows(out / "summary.csv")] == ["baseline", "hybrid"]
-    meta = json.loads((out / "run.json").read_text())
-    assert meta["data"]["dataset"] == "wisdm2019-watch" and len(meta["data"]["sha256"]) == 46
-    assert all(name.endswith("_accel_watch.txt.xz") for name in meta["data"]["sha256"])
-    assert "watch accelerometer" in (out / "report.md").read_text()
