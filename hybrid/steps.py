@@ -17,7 +17,7 @@ and choose on the fold's VALIDATION users only (see `hybrid.execute`). `quick()`
 of a step (fewer epochs, same structure). Default epoch budgets are bounded so that the full run fits
 15 minutes on two cores (the baseline's epoch budget is the dataset's, chosen by `har.sweep`).
 `cache_fields()` are the fields that determine what the step builds (`OrtStep` builds both ONNX files
-whichever one it returns, so `int8` is left out).
+whichever one it returns, so `int8` is left out; `SparseStep` without distillation leaves out its temperature).
 """
 from __future__ import annotations
 
@@ -324,6 +324,12 @@ class SparseStep:
 
     def quick(self) -> "SparseStep":
         return replace(self, schedules=("2x1+1",))
+
+    def cache_fields(self) -> dict:
+        d = asdict(self)
+        if not any(self.kd_alphas):  # labels only: no teacher, its temperature changes nothing built
+            del d["kd_temperature"]
+        return d
 
 
 def parse_schedule(text: str) -> tuple[int, int, int]:

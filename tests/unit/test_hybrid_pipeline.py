@@ -98,6 +98,11 @@ def test_stage_keys_follow_what_determines_the_result():
     assert a != stage_key({**prefix, "fold": 1}, (PruneStep(ratio=0.5),))
     # the ONNX stage builds both files: the int8 flag picks one, it does not change what is built
     assert stage_key(prefix, (OrtStep(int8=True),)) == stage_key(prefix, (OrtStep(int8=False),))
+    # labels-only sparse fine-tuning has no teacher: its temperature builds nothing, with a teacher it does
+    assert stage_key(prefix, (SparseStep(kd_temperature=2.0),)) == stage_key(prefix, (SparseStep(),))
+    kd = SparseStep(kd_alphas=(0.0, 0.7))
+    assert stage_key(prefix, (replace(kd, kd_temperature=2.0),)) != stage_key(prefix, (kd,))
+    assert stage_key(prefix, (kd,)) != stage_key(prefix, (SparseStep(),))
 
 
 # -- building on real data --------------------------------------------------------------------------
