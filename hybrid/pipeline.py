@@ -7,6 +7,8 @@ lazy weights, ONNX Runtime, cascade). The order and the combination are checked 
 made, not halfway through a run: an impossible one raises `PipelineError` (a `HarError`).
 A pipeline that ends on an fp32 CNN is measured as torch eager (`TorchArtifact`), one that ends on an int8
 program as the integer-only numpy reference (`Int8Artifact`).
+Steps are serialised (`step_to_dict` / `step_from_dict`), keyed (`cache_fields`, `stage_key`) and ordered
+(`check_steps`) here; `hybrid.steps` holds only the configs.
 `PRESETS` holds the variants of `python -m hybrid.run`, in report order; `VARIANTS` their names.
 Why these settings: the pruning ratio 0.7 is fixed in advance from the byte budget (model bytes
 depend on the architecture only; `python -m hybrid.run --budget-kib N` lists every ratio's bytes in
@@ -18,16 +20,58 @@ from __future__ import annotations
 
 import hashlib
 import json
-from dataclasses import dataclass, field, replace
+from dataclasses import asdict, dataclass, field, fields, replace
 from typing import Any
 
 from har.errors import BadOptionError
 from hybrid.codehash import kind_digest
 from hybrid.steps import (FINAL, FP32, INT8, MLP, CascadeStep, ClusterStep, ContrastiveStep, DistillStep, EncodeStep,
-                          OrtStep, PCAStep, PipelineError, PruneStep, QuantStep, SeparableStep, SparseStep, Step,
-                          SystemStep, cache_fields, check_steps, step_from_dict, step_to_dict)
+                          OrtStep, PCAStep, PipelineError, PruneStep, QuantStep, SeparableStep, SparseStep, STAGES,
+                          STEP_TYPES, Step, SystemStep)
 
 FAMILIES = ("baseline", "peer", "model", "system", "hybrid")
+
+
+# -- steps: serialised, keyed, ordered ------------------------------------------------------------------
+
+def step_to_dict(step: Step) -> dict:
+    return {"kind": step.kind, **asdict(step)}
+
+
+def cache_fields(step: Step) -> dict:
+    own = getattr(step, "cache_fields", None)
+    return {"kind": step.kind, **(own() if own else asdict(step))}
+
+
+def step_from_dict(d: dict) -> Step:
+    d = dict(d)
+    kind = d.pop("kind", None)
+    if kind not in STEP_TYPES:
+        raise BadOptionError(f"unknown pipeline step {kind!r}; choose one of {', '.join(STEP_TYPES)}")
+    cls = STEP_TYPES[kind]
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(d) - names)
+    if unknown:
+        raise BadOptionError(f"step {kind!r} has no option(s) {unknown}")
+    # JSON has no tuples: lists come back as the tuples the frozen configs hold
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
+
+
+def check_steps(steps: tuple[Step, ...]) -> str:
+    """The kind of model the steps end with; `PipelineError` for an impossible order or combination."""
+    state, last_stage, last_kind = FP32, -1, "the baseline"
+    for step in steps:
+        if type(step) not in STEP_TYPES.values():
+            raise PipelineError(f"{step!r} is not a pipeline step")
+        rank = STAGES.index(step.stage)
+        if rank <= last_stage:
+            raise PipelineError(f"step {step.kind!r} ({step.stage} stage) cannot follow {last_kind!r} "
+                                f"({STAGES[last_stage]} stage): the order is {' -> '.join(STAGES)}, one step each")
+        if state not in step.accepts:
+            raise PipelineError(f"step {step.kind!r} needs a {' or '.join(step.accepts)} model, but after "
+                                f"{last_kind!r} the model is a {state}")
+        state, last_stage, last_kind = step.produces, rank, step.kind
+    return state
 
 
 @dataclass(frozen=True)

@@ -9,7 +9,7 @@ the firmware stores the int8 weights and leaves the integers as they are). Each 
     int8       an int8 program (`model_opts.quant.Int8Artifact`)
     pca-mlp    a PCA front-end + MLP (`model_opts.pca.PCAArtifact`): not a CNN, nothing can follow it
     artifact   a finished inference artifact (flat executor, session, ONNX Runtime file, cascade)
-so `check_steps` refuses, with one readable line, both an impossible order (quantize before prune) and an
+so `hybrid.pipeline.check_steps` refuses, with one readable line, both an impossible order (quantize before prune) and an
 impossible combination (pruning a PCA MLP, ONNX Runtime or a cascade on an int8 program: ONNX Runtime
 quantizes by itself and the cascade's stage 2 is an fp32 `har.model_io` model).
 Steps that choose something (PTQ vs QAT, the PCA dimension k, the cascade threshold) list their candidates
@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import re
 
-from dataclasses import asdict, dataclass, fields, replace
+from dataclasses import asdict, dataclass, replace
 from typing import ClassVar, Union
 
 from har.errors import BadOptionError
@@ -387,43 +387,3 @@ Step = Union[PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep, CascadeSte
 STEP_TYPES: dict[str, type] = {t.kind: t for t in (PCAStep, ContrastiveStep, PruneStep, QuantStep, OrtStep,
                                                    CascadeStep, DistillStep, SeparableStep, ClusterStep, SparseStep,
                                                    EncodeStep, SystemStep)}
-
-
-def step_to_dict(step: Step) -> dict:
-    return {"kind": step.kind, **asdict(step)}
-
-
-def cache_fields(step: Step) -> dict:
-    own = getattr(step, "cache_fields", None)
-    return {"kind": step.kind, **(own() if own else asdict(step))}
-
-
-def step_from_dict(d: dict) -> Step:
-    d = dict(d)
-    kind = d.pop("kind", None)
-    if kind not in STEP_TYPES:
-        raise BadOptionError(f"unknown pipeline step {kind!r}; choose one of {', '.join(STEP_TYPES)}")
-    cls = STEP_TYPES[kind]
-    names = {f.name for f in fields(cls)}
-    unknown = sorted(set(d) - names)
-    if unknown:
-        raise BadOptionError(f"step {kind!r} has no option(s) {unknown}")
-    # JSON has no tuples: lists come back as the tuples the frozen configs hold
-    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in d.items()})
-
-
-def check_steps(steps: tuple[Step, ...]) -> str:
-    """The kind of model the steps end with; `PipelineError` for an impossible order or combination."""
-    state, last_stage, last_kind = FP32, -1, "the baseline"
-    for step in steps:
-        if type(step) not in STEP_TYPES.values():
-            raise PipelineError(f"{step!r} is not a pipeline step")
-        rank = STAGES.index(step.stage)
-        if rank <= last_stage:
-            raise PipelineError(f"step {step.kind!r} ({step.stage} stage) cannot follow {last_kind!r} "
-                                f"({STAGES[last_stage]} stage): the order is {' -> '.join(STAGES)}, one step each")
-        if state not in step.accepts:
-            raise PipelineError(f"step {step.kind!r} needs a {' or '.join(step.accepts)} model, but after "
-                                f"{last_kind!r} the model is a {state}")
-        state, last_stage, last_kind = step.produces, rank, step.kind
-    return state

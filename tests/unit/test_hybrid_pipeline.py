@@ -17,8 +17,8 @@ from har.training import TrainConfig, fit
 from har.windows import Normalizer
 from hybrid import (PRESETS, VARIANTS, CascadeStep, ContrastiveStep, FoldContext, OrtStep, PCAStep, Pipeline,
                     PipelineConfig, PipelineError, PruneStep, QuantStep, StageCache, SystemStep, preset, stage_key)
-from hybrid.steps import (FINAL, FP32, INT8, MLP, DistillStep, SparseStep, parse_schedule, step_from_dict,
-                          step_to_dict)
+from hybrid.pipeline import step_from_dict, step_to_dict
+from hybrid.steps import FINAL, FP32, INT8, MLP, DistillStep, SparseStep, parse_schedule
 
 REQUIRED = ("baseline", "ort-fp32", "ort-int8", "int8", "pruned", "pca", "contrastive", "cascade", "flat",
             "static-pool", "lazy-weights", "system-all", "model-all", "clustered", "clustered-direct", "huffman",
