@@ -9,9 +9,9 @@ the firmware stores the int8 weights and leaves the integers as they are). Each 
     int8       an int8 program (`model_opts.quant.Int8Artifact`)
     pca-mlp    a PCA front-end + MLP (`model_opts.pca.PCAArtifact`): not a CNN, nothing can follow it
     artifact   a finished inference artifact (flat executor, session, ONNX Runtime file, cascade)
-so `hybrid.pipeline.check_steps` refuses, with one readable line, both an impossible order (quantize before prune) and an
-impossible combination (pruning a PCA MLP, ONNX Runtime or a cascade on an int8 program: ONNX Runtime
-quantizes by itself and the cascade's stage 2 is an fp32 `har.model_io` model).
+so `hybrid.pipeline.check_steps` refuses, with one readable line, both an impossible order (quantize before
+prune) and an impossible combination (pruning a PCA MLP, ONNX Runtime or a cascade on an int8 program: ONNX
+Runtime quantizes by itself and the cascade's stage 2 is an fp32 `har.model_io` model).
 Steps that choose something (PTQ vs QAT, the PCA dimension k, the cascade threshold) list their candidates
 and choose on the fold's VALIDATION users only (see `hybrid.execute`). `quick()` gives the smoke-run version
 of a step (fewer epochs, same structure). Default epoch budgets are bounded so that the full run fits
