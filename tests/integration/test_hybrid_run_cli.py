@@ -3,24 +3,14 @@ exit 2 with one line; the watch dataset runs with its own files and defaults. Ap
 `test_hybrid_run.py` so that a second test process runs these while the first builds the quick run."""
 from __future__ import annotations
 
-import csv
 import json
 
 import pytest
 
 from hybrid import run
+from tests.integration.test_hybrid_run import _args, _rows
 
 pytestmark = pytest.mark.slow
-
-
-def _rows(path):
-    with open(path, newline="") as fh:
-        return list(csv.DictReader(fh))
-
-
-def _args(out, cache, data_dir, *extra):
-    return ["--quick", "--out", str(out), "--cache-dir", str(cache), "--data-dir", str(data_dir), "--threads", "1",
-            "--no-progress", *extra]
 
 
 @pytest.mark.parametrize("extra, message", [
