@@ -126,22 +126,38 @@ def _budget_lines(budget: dict | None) -> list[str]:
 
 
 def _device_budget_lines(budget: dict | None) -> list[str]:
+    """The firmware budget search: each fold's winner, then the grid once with every fold's validation score
+    (`*`: that fold's choice); per-fold trained bytes are in `device_budget.csv`."""
     if not budget:
         return []
-    lines = ["## Firmware budget search (flash and RAM, Cortex-M4)", "", f"**{budget['line']}**", "",
-             budget["protocol"], "",
-             "| widths | ratio | recipe | pruned widths | flash B | RAM B | sized by | trained: flash / RAM B | fits "
-             "| val acc | test acc |", "|---|---|---|---|---|---|---|---|---|---|---|"]
 
     def pct(v) -> str:
         return "-" if v is None else f"{100 * v:.2f} %"
+    lines = ["## Firmware budget search (flash and RAM, Cortex-M4)", "", f"**{budget['line']}**", "",
+             budget["protocol"], "", "| fold | winner (widths -> pruned, recipe) | flash B | RAM B | val acc | test acc "
+             "| fp32 baseline test acc |", "|---|---|---|---|---|---|---|"]
+    for c in budget["choices"]:
+        w = c["winner"]
+        lines.append(f"| {c['fold']} | no point fits | | | | | |" if w is None else
+                     f"| {c['fold']} | {tuple(w['widths'])} -> {tuple(w['pruned_widths'])}, {w['recipe']} | "
+                     f"{w['measured_flash_bytes']:,} | {w['measured_ram_bytes']:,} | {pct(w['val_accuracy'])} | "
+                     f"{pct(w['test_accuracy'])} | {pct(c['baseline_test_accuracy'])} |")
+    points: dict = {}
     for r in budget["rows"]:
-        trained = (f"{r['measured_flash_bytes']:,} / {r['measured_ram_bytes']:,}" if r.get("trained") else "-")
-        lines.append(f"| {tuple(r['widths'])} | {r['ratio']:g} | {r['recipe']} | {tuple(r['pruned_widths'])} | "
+        points.setdefault((tuple(r["widths"]), r["ratio"], r["recipe"]), []).append(r)
+    lines += ["", "| widths | ratio | recipe | pruned widths | flash B | RAM B | sized by | trained: flash / RAM B "
+              "(largest over folds) | val acc per fold |", "|---|---|---|---|---|---|---|---|---|"]
+    for (widths, ratio, recipe), rs in points.items():
+        r = rs[0]
+        trained = [x for x in rs if x.get("trained")]
+        size = (f"{max(x['measured_flash_bytes'] for x in trained):,} / {max(x['measured_ram_bytes'] for x in trained):,}"
+                if trained else "-")
+        vals = " · ".join(pct(x.get("val_accuracy")) + ("*" if x.get("chosen") else "") for x in rs)
+        lines.append(f"| {widths} | {ratio:g} | {recipe} | {tuple(r['pruned_widths'])} | "
                      f"{'-' if r['flash_bytes'] is None else format(r['flash_bytes'], ',')} | "
-                     f"{'-' if r['ram_bytes'] is None else format(r['ram_bytes'], ',')} | {r['sized_by']} | {trained} | "
-                     f"{'yes' if r['fits'] else 'no'} | {pct(r.get('val_accuracy'))} | {pct(r.get('test_accuracy'))} |")
-    return lines + ["", "Full table: `device_budget.csv`.", ""]
+                     f"{'-' if r['ram_bytes'] is None else format(r['ram_bytes'], ',')} | {r['sized_by']} | {size} | "
+                     f"{vals} |")
+    return lines + ["", "Full table (every fold x point, test accuracy of the winners only): `device_budget.csv`.", ""]
 
 
 def _reading_lines(rows: list[dict]) -> list[str]:

@@ -37,6 +37,8 @@ def build_parser():
                    help="with --ram-kib: search widths x prune ratio x recipe (PTQ/QAT, Huffman, clustering, 90 %% "
                         "sparsity, distillation) for the most accurate firmware within F KiB flash (Cortex-M4 ELF)")
     p.add_argument("--ram-kib", type=float, default=None, help="with --flash-kib: RAM budget incl. stack, KiB")
+    p.add_argument("--budget-folds", default=None, help="with --flash-kib: comma-separated folds to search "
+                   "(default: every fold, each choosing on its own validation users)")
     p.add_argument("--seed", type=int, default=None, help="run seed (default 0)")
     p.add_argument("--variants", default=None,
                    help=f"'all', 'none' or a comma list of {', '.join(VARIANTS)} (default: all; with --budget-kib: none)")
@@ -85,11 +87,26 @@ def _seeds(flag: str | None) -> tuple[int, ...]:
     return seeds
 
 
+def _budget_folds(flag: str | None, searching: bool) -> tuple[int, ...] | None:
+    if flag is None:
+        return None
+    if not searching:
+        raise BadOptionError("--budget-folds applies to the firmware budget search: give --flash-kib/--ram-kib")
+    try:
+        folds = tuple(int(v) for v in flag.split(",") if v.strip())
+    except ValueError:
+        raise BadOptionError(f"--budget-folds takes comma-separated fold numbers, got {flag!r}") from None
+    if not folds or len(set(folds)) != len(folds) or min(folds) < 0:
+        raise BadOptionError(f"--budget-folds needs distinct fold numbers >= 0, got {flag!r}")
+    return folds
+
+
 def _run_images(args) -> int:
     """`--dataset mnist|fashion-mnist|cifar10`: the image pipeline (`hybrid.images`)."""
     from hybrid.images import VARIANTS as IMAGE_VARIANTS, ImageRunSettings, check_variants
     from hybrid.images_report import pareto, run
     given = {"--budget-kib": args.budget_kib, "--flash-kib": args.flash_kib, "--seeds": args.seeds,
+             "--budget-folds": args.budget_folds,
              "--ray-address": args.ray_address}
     for flag, value in given.items():
         if value is not None:
@@ -141,6 +158,7 @@ def _run(args) -> int:
         except ImportError:
             raise BadOptionError("--executor ray needs Ray: pip install -e '.[distributed]'") from None
     seeds = _seeds(args.seeds)
+    budget_folds = _budget_folds(args.budget_folds, args.flash_kib is not None)
     if seeds and args.seed is not None:
         raise BadOptionError("give --seed or --seeds, not both")
     searching = args.budget_kib is not None or args.flash_kib is not None
@@ -156,7 +174,7 @@ def _run(args) -> int:
                            quick=args.quick, seed=seeds[0] if seeds else (args.seed or 0), variants=variants,
                            budget_kib=args.budget_kib, executor=args.executor, workers=args.workers,
                            ray_address=args.ray_address, seeds=seeds,
-                           flash_kib=args.flash_kib, ram_kib=args.ram_kib,
+                           flash_kib=args.flash_kib, ram_kib=args.ram_kib, budget_folds=budget_folds,
                            threads=args.threads, cache_dir=Path(args.cache_dir) if args.cache_dir else None,
                            progress=not args.no_progress, flamegraphs=not args.no_flamegraphs,
                            firmware=not args.no_firmware)

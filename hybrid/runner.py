@@ -68,6 +68,7 @@ class RunSettings:
     budget_kib: float | None = None
     flash_kib: float | None = None  # with ram_kib: the firmware budget search (hybrid.device_budget)
     ram_kib: float | None = None
+    budget_folds: tuple[int, ...] | None = None  # the firmware budget search's folds (None: every fold)
     threads: int = 1
     cache_dir: Path | None = None
     progress: bool = True
@@ -256,9 +257,11 @@ class Runner:
             self._record_tasks("grid", self.trainer.pretrain_points(self, points, fold))
 
     def _record_tasks(self, name: str, results: list) -> None:
-        if results:
+        if results:  # summed over calls (a budget search records one call per fold)
+            prev = self.state.tasks.get(name, {"tasks": 0, "task_seconds": 0.0})
             self.state.tasks[name] = {"executor": self.s.executor, "workers": self.s.workers,
-                                      "tasks": len(results), "task_seconds": round(sum(r.seconds for r in results), 1)}
+                                      "tasks": prev["tasks"] + len(results),
+                                      "task_seconds": round(prev["task_seconds"] + sum(r.seconds for r in results), 1)}
 
     def budget(self) -> None:
         if self.s.budget_kib is None:
@@ -278,7 +281,8 @@ class Runner:
         missing = [t for t in ("arm-none-eabi-gcc", "qemu-system-arm") if not toolchain.have(t)]
         if missing:  # its figures are the firmware's: nothing to rank without the toolchain
             raise BadOptionError(f"--flash-kib/--ram-kib need {', '.join(missing)} ({toolchain.INSTALL_HINT})")
-        cfg = DeviceBudgetConfig(int(round(self.s.flash_kib * 1024)), int(round(self.s.ram_kib * 1024)))
+        cfg = DeviceBudgetConfig(int(round(self.s.flash_kib * 1024)), int(round(self.s.ram_kib * 1024)),
+                                 folds=self.s.budget_folds)
         with self._stage("device-budget"):
             result = search(cfg.quick() if self.s.quick else cfg, self, self.out)
         self.state.device_budget = result

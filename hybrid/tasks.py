@@ -39,8 +39,8 @@ def settings_from_dict(d: dict) -> RunSettings:
     for k in ("out", "cache_dir"):
         if d.get(k) is not None:
             d[k] = Path(d[k])
-    for k in ("variants", "seeds"):
-        if k in d:
+    for k in ("variants", "seeds", "budget_folds"):
+        if d.get(k) is not None:
             d[k] = tuple(d[k])
     return RunSettings(**d)
 

@@ -150,10 +150,23 @@ def test_firmware_budget_trains_fitting_points_and_scores_only_the_winner_on_tes
     for r in trained:  # sized before training, re-measured after: dense bytes are the architecture's
         if r["storage"] == "dense":
             assert (r["measured_flash_bytes"], r["measured_ram_bytes"]) == (r["flash_bytes"], r["ram_bytes"])
+    assert {r["fold"] for r in rows} == {"0"}  # --quick: the run's one fold
     meta = json.loads((out / "run.json").read_text())
-    assert meta["device_budget"]["winner"]["recipe"] == chosen[0]["recipe"]
-    assert 0 < meta["device_budget"]["baseline_test_accuracy"] <= 1 and "the fp32 baseline scores" in meta["device_budget"]["line"]
+    (choice,) = meta["device_budget"]["choices"]
+    assert choice["winner"]["recipe"] == chosen[0]["recipe"] and choice["fold"] == 0
+    assert 0 < choice["baseline_test_accuracy"] <= 1 and "the fp32 baseline scores" in meta["device_budget"]["line"]
+    summary = meta["device_budget"]["summary"]
+    assert summary["test_accuracy_mean"] == choice["winner"]["test_accuracy"]
+    assert summary["met"] == (summary["test_accuracy_mean"] >= summary["baseline_test_accuracy_mean"] - 0.01)
     assert "Firmware budget search" in (out / "report.md").read_text()
+
+
+def test_firmware_budget_on_a_fold_the_run_lacks_exits_2_with_one_line(quick_run, data_dir, capsys):
+    base, cache, _ = quick_run
+    assert run.main(_args(base / "budget-fold", cache, data_dir, "--flash-kib", "8", "--ram-kib", "4",
+                          "--budget-folds", "0,3")) == 2  # --quick: fold 0 only
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "budget fold(s) [3] not among this run's folds [0]" in err[0]
 
 
 def test_export_cli_writes_the_variants_own_storage_or_the_one_asked_for(quick_run, data_dir, tmp_path, capsys):

@@ -26,6 +26,9 @@ pytestmark = pytest.mark.slow
     (["--seeds", "1,1"], "--seeds needs distinct integers"),
     (["--seeds", "0,a"], "--seeds takes comma-separated integers"),
     (["--seed", "3", "--seeds", "0,1"], "give --seed or --seeds"),
+    (["--budget-folds", "0"], "--budget-folds applies to the firmware budget search"),
+    (["--flash-kib", "6", "--ram-kib", "2", "--budget-folds", "0,0"], "distinct fold numbers"),
+    (["--flash-kib", "6", "--ram-kib", "2", "--budget-folds", "0,x"], "comma-separated fold numbers"),
 ])
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, data_dir, capsys):
     assert run.main(_args(tmp_path / "o", tmp_path / "c", data_dir, *extra)) == 2

@@ -133,11 +133,13 @@ def test_firmware_budget_ranking_ignores_test_users(trained, recording, tmp_path
         runner = SimpleNamespace(
             context=lambda k, ctx=ctx: ctx, run_cfg=SimpleNamespace(model_widths=(16, 24, 32)),
             cache=StageCache(tmp_path / tag / "cache"), s=SimpleNamespace(quick=True, threads=1, progress=False),
-            data=SimpleNamespace(windows=win, raw_xyz=raw, folds=[trained.fold]), out=tmp_path / tag)
+            data=SimpleNamespace(windows=win, raw_xyz=raw, folds=[trained.fold], fold_indices=[0]),
+            out=tmp_path / tag)
         results.append(device_search(cfg, runner, tmp_path / tag))
     a, b = results
     assert [r["val_accuracy"] for r in a["rows"]] == [r["val_accuracy"] for r in b["rows"]]
     assert [r["measured_flash_bytes"] for r in a["rows"]] == [r["measured_flash_bytes"] for r in b["rows"]]
-    assert a["winner"]["recipe"] == b["winner"]["recipe"]
-    assert [r for r in a["rows"] if r["test_accuracy"] is not None] == [a["winner"]]
-    assert a["winner"]["test_accuracy"] != b["winner"]["test_accuracy"]  # the test users really were poisoned
+    (wa,), (wb,) = ([c["winner"] for c in r["choices"]] for r in results)
+    assert wa["recipe"] == wb["recipe"]
+    assert [r for r in a["rows"] if r["test_accuracy"] is not None] == [wa]
+    assert wa["test_accuracy"] != wb["test_accuracy"]  # the test users really were poisoned

@@ -3,10 +3,11 @@ checks, on made-up firmware results (the measured ones are exercised by the hybr
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from types import SimpleNamespace
 
 import pytest
 
-from hybrid.device_budget import DeviceBudgetConfig, _structured, _verdict
+from hybrid.device_budget import DeviceBudgetConfig, _choose, _structured, _verdict
 from hybrid.techniques import technique_checks, technique_lines
 from har.errors import BadOptionError
 
@@ -78,13 +79,48 @@ def test_device_budget_without_a_fitting_point_names_the_closest(tmp_path):
              "flash_bytes": f, "ram_bytes": 2500, "sized_by": "architecture", "fits": False, "trained": False,
              "measured_flash_bytes": None, "measured_ram_bytes": None, "val_accuracy": None, "test_accuracy": None,
              "chosen": False} for r, f in (("ptq", 7000), ("qat", 6500))]
-    out = _verdict(DeviceBudgetConfig(6 * 1024, 2 * 1024), rows, runner=None, out=tmp_path, k=0)
-    assert out["winner"] is None and "no grid point fits; closest: (4, 4) qat 6,500 B flash" in out["line"]
+    rows = [dict(r, fold=0) for r in rows]
+    out = _verdict(DeviceBudgetConfig(6 * 1024, 2 * 1024), rows, [{"fold": 0, "winner": None}], out=tmp_path)
+    assert out["summary"] is None and "no grid point fits; closest: (4, 4) qat 6,500 B flash" in out["line"]
     assert (tmp_path / "device_budget.csv").read_text().count("\n") == 3
     with pytest.raises(BadOptionError):
         DeviceBudgetConfig(0, 1024)
+    for folds in ((), (0, 0), (-1,)):
+        with pytest.raises(BadOptionError):
+            DeviceBudgetConfig(1024, 1024, folds=folds)
     with pytest.raises(BadOptionError):
         DeviceBudgetConfig(1024, 1024, recipes=("magic",))
+
+
+def _point(recipe, flash, val, fold):
+    return {"fold": fold, "widths": [16, 24, 32], "ratio": 0.8, "recipe": recipe, "storage": "dense",
+            "pruned_widths": [3, 4, 6], "flash_bytes": flash, "ram_bytes": 900, "sized_by": "architecture",
+            "fits": True, "trained": True, "measured_flash_bytes": flash, "measured_ram_bytes": 900,
+            "val_accuracy": val, "test_accuracy": None, "chosen": False}
+
+
+def test_device_budget_folds_choose_alone_and_the_verdict_averages_their_winners(monkeypatch, tmp_path):
+    import hybrid.budget
+    scored = []
+
+    def fake_test_score(runner, widths, pipeline, k):  # test accuracy by pipeline name and fold
+        scored.append((pipeline.name, k))
+        return {"baseline": 0.90}.get(pipeline.name, 0.80 + k / 100)
+    monkeypatch.setattr(hybrid.budget, "score_on_test_users", fake_test_score)
+    runner = SimpleNamespace(s=SimpleNamespace(quick=False), run_cfg=SimpleNamespace(model_widths=(16, 24, 32)))
+    fold0 = [_point("ptq", 3000, 0.70, 0), _point("qat", 2900, 0.75, 0), _point("cluster16", 2500, 0.75, 0)]
+    fold1 = [_point("ptq", 3000, 0.90, 1), _point("qat", 2900, 0.75, 1), _point("cluster16", 2500, 0.75, 1)]
+    fold1[0]["fits"] = False  # re-measured over the budget after training: never chosen
+    choices = [_choose(fold0, runner, 0), _choose(fold1, runner, 1)]
+    assert [c["winner"]["recipe"] for c in choices] == ["cluster16", "cluster16"]  # tie on validation: fewer bytes
+    assert [c["n_fitting"] for c in choices] == [3, 2]
+    assert [r for r in fold0 + fold1 if r["test_accuracy"] is not None] == [c["winner"] for c in choices]
+    assert [k for _, k in scored] == [0, 0, 1, 1]  # per fold: its winner, then the baseline, on its own test users
+    out = _verdict(DeviceBudgetConfig(6 * 1024, 2 * 1024), fold0 + fold1, choices, out=tmp_path)
+    assert out["summary"]["test_accuracy_mean"] == pytest.approx(0.805)
+    assert out["summary"]["baseline_test_accuracy_mean"] == pytest.approx(0.90) and not out["summary"]["met"]
+    assert out["summary"]["max_flash_bytes"] == 2500 and "NOT met" in out["line"] and "fold 1:" in out["line"]
+    assert (tmp_path / "device_budget.csv").read_text().count("\n") == 7  # header + 2 folds x 3 points
 
 
 def test_break_even_interpolates_the_crossing_and_says_never():
