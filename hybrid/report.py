@@ -77,6 +77,11 @@ def folds_csv(rows: list[dict]) -> str:
     return _csv(rows, FOLD_COLUMNS)
 
 
+def dict_csv(rows: list[dict]) -> str:
+    """Rows of one shape as CSV, the first row's keys as the header (nothing for no rows)."""
+    return _csv(rows, tuple(rows[0])) if rows else ""
+
+
 def read_summary(path: str | Path) -> list[dict]:
     with open(path, newline="") as fh:
         return list(csv.DictReader(fh))

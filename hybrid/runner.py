@@ -49,7 +49,7 @@ from hybrid.cache import StageCache
 from hybrid.execute import FoldContext
 from hybrid.measuring import TIMED_FOLD, measure_config, measure_variant
 from hybrid.pipeline import VARIANTS, Pipeline, PipelineConfig, preset
-from hybrid.report import folds_csv, summary_csv, summary_row, with_seed_interval
+from hybrid.report import dict_csv, folds_csv, summary_csv, summary_row, with_seed_interval
 
 
 class StageError(HarError):
@@ -246,7 +246,7 @@ class Runner:
         if len(self.s.all_seeds) > 1:
             with self._stage("seeds"):
                 self.state.seed_rows = self.trainer.seed_rows(self)
-            atomic_write_text(self.out / "seeds.csv", _dict_csv(self.state.seed_rows))
+            atomic_write_text(self.out / "seeds.csv", dict_csv(self.state.seed_rows))
         self.state.rows = [with_seed_interval(r, self.state.fold_rows, self.state.seed_rows, self.s.all_seeds)
                            for r in self.state.rows]
         self.write_tables()
@@ -309,7 +309,7 @@ class Runner:
             finally:
                 built.close()
         self.state.breakeven = rows
-        atomic_write_text(self.out / "breakeven.csv", _dict_csv(rows))
+        atomic_write_text(self.out / "breakeven.csv", dict_csv(rows))
         self.write_run_json("running")
 
     def forest(self) -> None:
@@ -382,17 +382,6 @@ class Runner:
 def _static(fp: Footprint) -> dict:
     return {"accuracy": fp.accuracy, "macro_f1": fp.macro_f1, "n_eval_windows": fp.n_eval_windows,
             **{f: getattr(fp, f) for f in BYTE_FIELDS}}
-
-
-def _dict_csv(rows: list[dict]) -> str:
-    import csv
-    import io
-    buf = io.StringIO()
-    if rows:
-        w = csv.DictWriter(buf, fieldnames=list(rows[0]), lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
-    return buf.getvalue()
 
 
 def run(settings: RunSettings, trainer=None) -> Runner:

@@ -11,7 +11,7 @@ import pytest
 
 from har.measure.footprint import FIELDS, Footprint
 from hybrid import plots, preset, provenance
-from hybrid.report import (SUMMARY_COLUMNS, VOLATILE_COLUMNS, byte_equality, hybrid_checks, summary_csv,
+from hybrid.report import (SUMMARY_COLUMNS, VOLATILE_COLUMNS, byte_equality, dict_csv, hybrid_checks, summary_csv,
                            summary_row)
 
 
@@ -115,3 +115,10 @@ def test_seed_interval_pools_the_first_seeds_folds_and_the_other_seeds():
     assert (row["n_seeds"], row["accuracy_seeds_folds_mean"], row["accuracy_ci95_low"], row["accuracy_ci95_high"]
             ) == (2, m, lo, hi)
     assert row["accuracy"] == 0.85  # the first seed's columns are left as measured
+
+
+def test_dict_csv_writes_the_first_rows_keys_and_none_as_empty():
+    text = dict_csv([{"seed": 1, "accuracy": 0.5, "note": None}, {"seed": 2, "accuracy": 0.25, "note": "x"}])
+    assert list(csv.DictReader(io.StringIO(text))) == [{"seed": "1", "accuracy": "0.5", "note": ""},
+                                                       {"seed": "2", "accuracy": "0.25", "note": "x"}]
+    assert dict_csv([]) == ""
