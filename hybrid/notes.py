@@ -127,7 +127,7 @@ def _budget_lines(budget: dict | None) -> list[str]:
 
 def _device_budget_lines(budget: dict | None) -> list[str]:
     """The firmware budget search: each fold's winner, then the grid once with every fold's validation score
-    (`*`: that fold's choice); per-fold trained bytes are in `device_budget.csv`."""
+    (`*`: that fold's choice) and in how many folds it fits; per-fold trained bytes are in `device_budget.csv`."""
     if not budget:
         return []
 
@@ -145,18 +145,22 @@ def _device_budget_lines(budget: dict | None) -> list[str]:
     points: dict = {}
     for r in budget["rows"]:
         points.setdefault((tuple(r["widths"]), r["ratio"], r["recipe"]), []).append(r)
-    lines += ["", "| widths | ratio | recipe | pruned widths | flash B | RAM B | sized by | trained: flash / RAM B "
-              "(largest over folds) | val acc per fold |", "|---|---|---|---|---|---|---|---|---|"]
+    folds = " · ".join(str(c["fold"]) for c in budget["choices"])
+    lines += ["", f"| widths | ratio | recipe | pruned widths | flash B | RAM B | sized by | trained: flash / RAM B "
+              f"(largest over folds) | fits (folds) | val acc, folds {folds} |", "|---" * 10 + "|"]
+
+    def most(rs, key) -> str:
+        values = [x[key] for x in rs if x.get(key) is not None]
+        return format(max(values), ",") if values else "too large for the board"
     for (widths, ratio, recipe), rs in points.items():
         r = rs[0]
         trained = [x for x in rs if x.get("trained")]
-        size = (f"{max(x['measured_flash_bytes'] for x in trained):,} / {max(x['measured_ram_bytes'] for x in trained):,}"
-                if trained else "-")
+        size = f"{most(trained, 'measured_flash_bytes')} / {most(trained, 'measured_ram_bytes')}" if trained else "-"
         vals = " · ".join(pct(x.get("val_accuracy")) + ("*" if x.get("chosen") else "") for x in rs)
         lines.append(f"| {widths} | {ratio:g} | {recipe} | {tuple(r['pruned_widths'])} | "
                      f"{'-' if r['flash_bytes'] is None else format(r['flash_bytes'], ',')} | "
                      f"{'-' if r['ram_bytes'] is None else format(r['ram_bytes'], ',')} | {r['sized_by']} | {size} | "
-                     f"{vals} |")
+                     f"{sum(bool(x['fits']) for x in rs)} of {len(rs)} | {vals} |")
     return lines + ["", "Full table (every fold x point, test accuracy of the winners only): `device_budget.csv`.", ""]
 
 

@@ -159,6 +159,8 @@ def _run(args) -> int:
             raise BadOptionError("--executor ray needs Ray: pip install -e '.[distributed]'") from None
     seeds = _seeds(args.seeds)
     budget_folds = _budget_folds(args.budget_folds, args.flash_kib is not None)
+    if args.quick and budget_folds and set(budget_folds) != {0}:  # caught before any data is read
+        raise BadOptionError(f"--quick runs fold 0 only: --budget-folds {args.budget_folds} names other folds")
     if seeds and args.seed is not None:
         raise BadOptionError("give --seed or --seeds, not both")
     searching = args.budget_kib is not None or args.flash_kib is not None

@@ -257,7 +257,7 @@ class Runner:
             self._record_tasks("grid", self.trainer.pretrain_points(self, points, fold))
 
     def _record_tasks(self, name: str, results: list) -> None:
-        if results:  # summed over calls (a budget search records one call per fold)
+        if results:  # summed over calls (the firmware budget search's folds, and both searches under "grid")
             prev = self.state.tasks.get(name, {"tasks": 0, "task_seconds": 0.0})
             self.state.tasks[name] = {"executor": self.s.executor, "workers": self.s.workers,
                                       "tasks": prev["tasks"] + len(results),

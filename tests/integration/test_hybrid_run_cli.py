@@ -29,6 +29,7 @@ pytestmark = pytest.mark.slow
     (["--budget-folds", "0"], "--budget-folds applies to the firmware budget search"),
     (["--flash-kib", "6", "--ram-kib", "2", "--budget-folds", "0,0"], "distinct fold numbers"),
     (["--flash-kib", "6", "--ram-kib", "2", "--budget-folds", "0,x"], "comma-separated fold numbers"),
+    (["--flash-kib", "6", "--ram-kib", "2", "--budget-folds", "0,3"], "--quick runs fold 0 only"),
 ])
 def test_bad_options_exit_2_with_one_line(extra, message, tmp_path, data_dir, capsys):
     assert run.main(_args(tmp_path / "o", tmp_path / "c", data_dir, *extra)) == 2

@@ -109,18 +109,48 @@ def test_device_budget_folds_choose_alone_and_the_verdict_averages_their_winners
     monkeypatch.setattr(hybrid.budget, "score_on_test_users", fake_test_score)
     runner = SimpleNamespace(s=SimpleNamespace(quick=False), run_cfg=SimpleNamespace(model_widths=(16, 24, 32)))
     fold0 = [_point("ptq", 3000, 0.70, 0), _point("qat", 2900, 0.75, 0), _point("cluster16", 2500, 0.75, 0)]
-    fold1 = [_point("ptq", 3000, 0.90, 1), _point("qat", 2900, 0.75, 1), _point("cluster16", 2500, 0.75, 1)]
-    fold1[0]["fits"] = False  # re-measured over the budget after training: never chosen
+    fold1 = [_point("ptq", 3000, 0.90, 1), _point("qat", 2900, 0.95, 1), _point("cluster16", 2500, 0.75, 1)]
+    fold1[1]["fits"] = False  # re-measured over the budget after training: never chosen
     choices = [_choose(fold0, runner, 0), _choose(fold1, runner, 1)]
-    assert [c["winner"]["recipe"] for c in choices] == ["cluster16", "cluster16"]  # tie on validation: fewer bytes
+    # fold 0: a validation tie goes to fewer bytes; fold 1 alone prefers ptq (pooling both folds' scores, a
+    # leak of each fold's test users through the other's validation, would give ptq to both)
+    assert [c["winner"]["recipe"] for c in choices] == ["cluster16", "ptq"]
     assert [c["n_fitting"] for c in choices] == [3, 2]
     assert [r for r in fold0 + fold1 if r["test_accuracy"] is not None] == [c["winner"] for c in choices]
     assert [k for _, k in scored] == [0, 0, 1, 1]  # per fold: its winner, then the baseline, on its own test users
     out = _verdict(DeviceBudgetConfig(6 * 1024, 2 * 1024), fold0 + fold1, choices, out=tmp_path)
     assert out["summary"]["test_accuracy_mean"] == pytest.approx(0.805)
     assert out["summary"]["baseline_test_accuracy_mean"] == pytest.approx(0.90) and not out["summary"]["met"]
-    assert out["summary"]["max_flash_bytes"] == 2500 and "NOT met" in out["line"] and "fold 1:" in out["line"]
+    assert out["summary"]["max_flash_bytes"] == 3000 and "NOT met" in out["line"] and "fold 1:" in out["line"]
     assert (tmp_path / "device_budget.csv").read_text().count("\n") == 7  # header + 2 folds x 3 points
+    partial = _verdict(DeviceBudgetConfig(6 * 1024, 2 * 1024), fold0, [choices[0], {"fold": 1, "winner": None}],
+                       out=tmp_path)  # a fold without a fitting point: its mean is the others', never "met"
+    assert not partial["summary"]["met"] and "no point fits in folds [1]" in partial["line"]
+
+
+def test_device_budget_search_runs_each_fold_of_the_run_on_its_own_rows(monkeypatch, tmp_path):
+    import hybrid.budget
+    import hybrid.device_budget as db
+    val = {0: {"ptq": 0.70, "qat": 0.80}, 1: {"ptq": 0.90, "qat": 0.60}}  # each fold's validation users
+    seen = []
+
+    def train(cfg, rows, runner, k, work):
+        seen.append((k, {r["fold"] for r in rows}))
+        for r in rows:
+            r.update(trained=True, measured_flash_bytes=r["flash_bytes"], measured_ram_bytes=r["ram_bytes"],
+                     val_accuracy=val[k][r["recipe"]])
+    monkeypatch.setattr(db, "_sized_grid", lambda cfg, runner, k, work: [
+        {k: v for k, v in _point(recipe, 3000, None, None).items() if k != "fold"} for recipe in ("ptq", "qat")])
+    monkeypatch.setattr(db, "_train_fitting", train)
+    monkeypatch.setattr(hybrid.budget, "score_on_test_users", lambda runner, widths, pipeline, k: 0.5)
+    runner = SimpleNamespace(s=SimpleNamespace(quick=False), run_cfg=SimpleNamespace(model_widths=(16, 24, 32)),
+                             data=SimpleNamespace(fold_indices=[0, 1]))
+    out = db.search(DeviceBudgetConfig(6 * 1024, 2 * 1024), runner, tmp_path)
+    assert seen == [(0, {0}), (1, {1})] and out["folds"] == [0, 1]
+    assert [(c["fold"], c["winner"]["recipe"]) for c in out["choices"]] == [(0, "qat"), (1, "ptq")]
+    assert [(r["fold"], r["chosen"]) for r in out["rows"]] == [(0, False), (0, True), (1, True), (1, False)]
+    with pytest.raises(BadOptionError, match=r"budget fold\(s\) \[2\] not among this run's folds \[0, 1\]"):
+        db.search(DeviceBudgetConfig(6 * 1024, 2 * 1024, folds=(0, 2)), runner, tmp_path)
 
 
 def test_break_even_interpolates_the_crossing_and_says_never():
