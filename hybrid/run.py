@@ -75,16 +75,19 @@ def _variants(flag: str | None, budget: bool) -> tuple[str, ...]:
     return names
 
 
-def _seeds(flag: str | None) -> tuple[int, ...]:
-    if flag is None:
-        return ()
+def _distinct_ints(flag: str, option: str, what: str) -> tuple[int, ...]:
+    """A comma-separated list of distinct integers >= 0 (`what` names them in the one-line error)."""
     try:
-        seeds = tuple(int(v) for v in flag.split(",") if v.strip())
+        values = tuple(int(v) for v in flag.split(",") if v.strip())
     except ValueError:
-        raise BadOptionError(f"--seeds takes comma-separated integers, got {flag!r}") from None
-    if not seeds or len(set(seeds)) != len(seeds) or min(seeds) < 0:
-        raise BadOptionError(f"--seeds needs distinct integers >= 0, got {flag!r}")
-    return seeds
+        raise BadOptionError(f"{option} takes comma-separated {what}, got {flag!r}") from None
+    if not values or len(set(values)) != len(values) or min(values) < 0:
+        raise BadOptionError(f"{option} needs distinct {what} >= 0, got {flag!r}")
+    return values
+
+
+def _seeds(flag: str | None) -> tuple[int, ...]:
+    return () if flag is None else _distinct_ints(flag, "--seeds", "integers")
 
 
 def _budget_folds(flag: str | None, searching: bool) -> tuple[int, ...] | None:
@@ -92,13 +95,7 @@ def _budget_folds(flag: str | None, searching: bool) -> tuple[int, ...] | None:
         return None
     if not searching:
         raise BadOptionError("--budget-folds applies to the firmware budget search: give --flash-kib/--ram-kib")
-    try:
-        folds = tuple(int(v) for v in flag.split(",") if v.strip())
-    except ValueError:
-        raise BadOptionError(f"--budget-folds takes comma-separated fold numbers, got {flag!r}") from None
-    if not folds or len(set(folds)) != len(folds) or min(folds) < 0:
-        raise BadOptionError(f"--budget-folds needs distinct fold numbers >= 0, got {flag!r}")
-    return folds
+    return _distinct_ints(flag, "--budget-folds", "fold numbers")
 
 
 def _run_images(args) -> int:
