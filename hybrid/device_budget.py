@@ -267,7 +267,7 @@ def _verdict(cfg: DeviceBudgetConfig, rows: list[dict], choices: list[dict], out
                 f"{f' (no point fits in folds {missing})' if missing else ''}; largest winner "
                 f"{summary['max_flash_bytes']:,} B flash, {summary['max_ram_bytes']:,} B RAM. Per fold: {per_fold}")
     else:
-        first = [r for r in rows if r.get("fold", folds[0]) == folds[0] and r["flash_bytes"] is not None]
+        first = [r for r in rows if r["fold"] == folds[0] and r["flash_bytes"] is not None]
         over = sorted(first, key=lambda r: max(0, (r["measured_flash_bytes"] or r["flash_bytes"]) - cfg.flash_bytes)
                       + max(0, (r["measured_ram_bytes"] or r["ram_bytes"]) - cfg.ram_bytes))[:3]
         line = f"{budget}: no grid point fits; closest: " + "; ".join(
